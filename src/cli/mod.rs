@@ -1,0 +1,125 @@
+//! Command-line interface (bin-only): clap definitions, one file per command.
+//!
+//! The only place `anyhow` is used. Errors print once as `cloudlake: <cause chain>` with exit
+//! code 2; a closed output pipe (`cloudlake sql ... | head`) exits 0.
+
+mod run;
+mod sql;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use cloudlake::config::{FileConfig, Settings};
+
+/// cloudlake — the analytics lakehouse: landing → bronze → silver → gold on Delta Lake.
+#[derive(Debug, Parser)]
+#[command(name = "cloudlake", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Landing folder: the CSV masters and usage_events_stream/ [default: datalake/landing]
+    #[arg(long, env = "CLOUDLAKE_LANDING", global = true, value_name = "DIR")]
+    landing: Option<PathBuf>,
+    /// Lake root, where bronze/, silver/, gold/, quarantine/ and _runs/ live [default: datalake]
+    #[arg(long, env = "CLOUDLAKE_LAKE", global = true, value_name = "DIR")]
+    lake: Option<PathBuf>,
+    /// TOML config file (keys: landing, lake, batch_mb) [default: ./cloudlake.toml if present]
+    #[arg(long, env = "CLOUDLAKE_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log each step at info level even on a terminal (CLOUDLAKE_LOG sets any level)
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// No progress bar
+    #[arg(long, short, global = true)]
+    quiet: bool,
+}
+
+impl GlobalArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        Ok(Settings::resolve(self.landing.clone(), self.lake.clone(), file)?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole pipeline once over all available landing data and print a summary
+    Run(run::RunArgs),
+    /// Run ad-hoc SQL over every lake table (bronze_*, silver_*, gold_*, quarantine_*)
+    Sql(sql::SqlArgs),
+}
+
+/// Parses the command line, runs the command and maps the outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cloudlake::telemetry::init(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cloudlake: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Run(args) => run::run(&cli.global, args).await,
+            Command::Sql(args) => sql::run(&cli.global, args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("cloudlake: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<cloudlake::Error>().is_some_and(|e| {
+                matches!(e, cloudlake::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_parses_with_global_flags_anywhere() {
+        let cli = Cli::try_parse_from(["cloudlake", "run", "--lake", "/tmp/l", "--landing", "/tmp/x"]).unwrap();
+        assert_eq!(cli.global.lake, Some(PathBuf::from("/tmp/l")));
+        assert!(matches!(cli.command, Command::Run(_)));
+    }
+
+    #[test]
+    fn sql_parses_query_and_format() {
+        let cli = Cli::try_parse_from(["cloudlake", "sql", "SELECT 1", "--format", "json"]).unwrap();
+        match cli.command {
+            Command::Sql(a) => {
+                assert_eq!(a.query, "SELECT 1");
+                assert_eq!(a.format, cloudlake::sql::OutputFormat::Json);
+            }
+            _ => panic!("expected sql"),
+        }
+        assert!(Cli::try_parse_from(["cloudlake", "sql", "SELECT 1", "--format", "xml"]).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Settings: flags, then `CLOUDLAKE_*` environment variables, then the TOML config file, then
+//! defaults (SPEC section 2).
+//!
+//! The config file is `--config PATH` (or `CLOUDLAKE_CONFIG`), else `./cloudlake.toml` when it
+//! exists. Unknown keys are an error, so a typo fails the run instead of being ignored:
+//!
+//! ```toml
+//! landing = "datalake/landing"   # landing folder
+//! lake = "datalake"              # lake root
+//! batch_mb = 64                  # landing megabytes per micro-batch
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+/// Default landing folder.
+pub const DEFAULT_LANDING: &str = "datalake/landing";
+/// Default lake root.
+pub const DEFAULT_LAKE: &str = "datalake";
+/// Default config file, read when present.
+pub const DEFAULT_CONFIG: &str = "cloudlake.toml";
+/// Default micro-batch bound, in megabytes of landing input.
+pub const DEFAULT_BATCH_MB: u64 = 64;
+
+/// The config file's contents. Every key is optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Landing folder (CSV masters and `usage_events_stream/`).
+    pub landing: Option<PathBuf>,
+    /// Lake root folder.
+    pub lake: Option<PathBuf>,
+    /// Upper bound of landing input per micro-batch, in megabytes; bounds memory.
+    pub batch_mb: Option<u64>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or `./cloudlake.toml` when `path` is `None` and that file exists.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        if !path.exists() {
+            return if required {
+                Err(Error::Config(format!("config file {} not found", path.display())))
+            } else {
+                Ok(FileConfig::default())
+            };
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {}", path.display(), e.message())))
+    }
+}
+
+/// Resolved settings of one command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Landing folder.
+    pub landing: PathBuf,
+    /// Lake root.
+    pub lake: PathBuf,
+    /// Micro-batch bound in bytes.
+    pub batch_bytes: u64,
+}
+
+impl Settings {
+    /// Resolves settings: explicit values (flags or environment, already merged by the CLI) win
+    /// over the config file, which wins over defaults.
+    pub fn resolve(landing: Option<PathBuf>, lake: Option<PathBuf>, file: FileConfig) -> Result<Self> {
+        let batch_mb = file.batch_mb.unwrap_or(DEFAULT_BATCH_MB);
+        if batch_mb == 0 {
+            return Err(Error::Config("batch_mb must be at least 1".into()));
+        }
+        Ok(Settings {
+            landing: landing.or(file.landing).unwrap_or_else(|| DEFAULT_LANDING.into()),
+            lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
+            batch_bytes: batch_mb * 1024 * 1024,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_which_wins_over_defaults() {
+        let file = FileConfig { landing: Some("f/landing".into()), lake: None, batch_mb: Some(8) };
+        let s = Settings::resolve(None, Some("flag/lake".into()), file).unwrap();
+        assert_eq!(s.landing, PathBuf::from("f/landing"));
+        assert_eq!(s.lake, PathBuf::from("flag/lake"));
+        assert_eq!(s.batch_bytes, 8 * 1024 * 1024);
+        let d = Settings::resolve(None, None, FileConfig::default()).unwrap();
+        assert_eq!(d.lake, PathBuf::from(DEFAULT_LAKE));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_key_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "lake = \"x\"\nlandnig = \"typo\"\n").unwrap();
+        let err = FileConfig::load(Some(&p)).unwrap_err().to_string();
+        assert!(err.contains("landnig"), "{err}");
+    }
+
+    #[test]
+    fn an_explicit_missing_config_file_is_an_error() {
+        assert!(FileConfig::load(Some(Path::new("/nonexistent/cloudlake.toml"))).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The lake: Delta tables under one root, laid out as SPEC section 3 says.
+//!
+//! ```text
+//! <lake>/bronze/<source>  <lake>/silver/<table>  <lake>/quarantine/<source>  <lake>/gold/<mart>
+//! <lake>/_checkpoints/<stream>  <lake>/_runs/<run_id>.json
+//! ```
+//! Every table is a plain Delta table (delta-rs), readable by Spark, DuckDB, Polars or the Python
+//! `deltalake` package. This module opens, creates and appends to them, registers them in a
+//! DataFusion session under `<layer>_<name>`, and implements the one write pattern bronze and
+//! quarantine share: *append the rows whose key the table does not hold yet*
+//! ([`Lake::append_new_rows`]), which makes re-runs and replays idempotent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+use url::Url;
+
+use crate::{Error, Result};
+
+/// A layer of the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Layer {
+    /// Typed, deduplicated landing data.
+    Bronze,
+    /// Conformed, validated, enriched data.
+    Silver,
+    /// Rejected records, never silently dropped.
+    Quarantine,
+    /// Business marts.
+    Gold,
+}
+
+impl Layer {
+    /// Every layer, in pipeline order.
+    pub const ALL: [Layer; 4] = [Layer::Bronze, Layer::Silver, Layer::Quarantine, Layer::Gold];
+
+    /// The folder name and the SQL table-name prefix.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Quarantine => "quarantine",
+            Layer::Gold => "gold",
+        }
+    }
+}
+
+/// A lake rooted at a local folder.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: PathBuf,
+}
+
+impl Lake {
+    /// A lake at `root` (created on first write). Relative paths are taken from the current
+    /// directory.
+    pub fn new(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref();
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir().map_err(|e| Error::io(root, e))?.join(root)
+        };
+        Ok(Lake { root })
+    }
+
+    /// The lake's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Folder of a table.
+    pub fn table_path(&self, layer: Layer, name: &str) -> PathBuf {
+        self.root.join(layer.as_str()).join(name)
+    }
+
+    /// Folder of the run reports.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("_runs")
+    }
+
+    fn table_url(&self, layer: Layer, name: &str) -> Result<Url> {
+        let path = self.table_path(layer, name);
+        std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        Url::from_directory_path(&path)
+            .map_err(|_| Error::Internal(format!("table path {} is not absolute", path.display())))
+    }
+
+    /// Opens a table, or `None` when no Delta table exists there yet.
+    pub async fn open(&self, layer: Layer, name: &str) -> Result<Option<DeltaTable>> {
+        if !self.table_path(layer, name).join("_delta_log").is_dir() {
+            return Ok(None);
+        }
+        let url = self.table_url(layer, name)?;
+        let table = deltalake::open_table(url)
+            .await
+            .map_err(|e| Error::delta(qualified(layer, name), e))?;
+        Ok(Some(table))
+    }
+
+    /// Appends batches to a table, creating it (partitioned by `partitions`) if absent.
+    pub async fn append(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        partitions: &[&str],
+    ) -> Result<DeltaTable> {
+        let url = self.table_url(layer, name)?;
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let mut write = table.write(batches).with_save_mode(SaveMode::Append);
+        if !partitions.is_empty() {
+            write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
+        }
+        write.await.map_err(|e| Error::delta(qualified(layer, name), e))
+    }
+
+    /// Appends the rows of `batches` whose `key` the table does not hold yet, keeping the first
+    /// occurrence (by `order`) of a key repeated within `batches`. Returns the rows written.
+    ///
+    /// This is how bronze dedups across files, replays and runs: the check runs against the
+    /// committed table, so re-running over the same input writes nothing and leaves the table
+    /// at the same version.
+    pub async fn append_new_rows(
+        &self,
+        ctx: &SessionContext,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        key: &[&str],
+        order: &[&str],
+        partitions: &[&str],
+    ) -> Result<u64> {
+        let Some(schema) = batches.first().map(|b| b.schema()) else {
+            return Ok(0);
+        };
+        let incoming = format!("__incoming_{}_{}", layer.as_str(), name);
+        let existing = format!("__existing_{}_{}", layer.as_str(), name);
+        ctx.register_table(&incoming, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+        let keys = key.iter().map(|k| format!("i.\"{k}\"")).collect::<Vec<_>>().join(", ");
+        let order_by = key
+            .iter()
+            .map(|k| format!("i.\"{k}\""))
+            .chain(order.iter().map(|o| format!("i.\"{o}\"")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let anti = match self.open(layer, name).await? {
+            Some(table) => {
+                table
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| Error::delta(qualified(layer, name), e))?;
+                let provider = table.table_provider().await?;
+                ctx.register_table(&existing, provider)?;
+                let on = key
+                    .iter()
+                    .map(|k| format!("e.\"{k}\" = i.\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("WHERE NOT EXISTS (SELECT 1 FROM \"{existing}\" e WHERE {on})")
+            }
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT DISTINCT ON ({keys}) i.* FROM \"{incoming}\" i {anti} ORDER BY {order_by}"
+        );
+        let result = ctx.sql(&sql).await;
+        let new_rows = match result {
+            Ok(df) => df.collect().await,
+            Err(e) => Err(e),
+        };
+        ctx.deregister_table(&incoming)?;
+        ctx.deregister_table(&existing)?;
+        let new_rows: Vec<RecordBatch> =
+            new_rows?.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let written: usize = new_rows.iter().map(|b| b.num_rows()).sum();
+        if written > 0 {
+            self.append(layer, name, new_rows, partitions).await?;
+        }
+        Ok(written as u64)
+    }
+
+    /// Every Delta table in the lake, as `(layer, name)`, sorted.
+    pub fn tables(&self) -> Result<Vec<(Layer, String)>> {
+        let mut out = Vec::new();
+        for layer in Layer::ALL {
+            let dir = self.root.join(layer.as_str());
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                if entry.path().join("_delta_log").is_dir() {
+                    out.push((layer, entry.file_name().to_string_lossy().into_owned()));
+                }
+            }
+        }
+        out.sort_by(|a, b| (a.0.as_str(), &a.1).cmp(&(b.0.as_str(), &b.1)));
+        Ok(out)
+    }
+
+    /// Registers every table of the lake in `ctx` as `<layer>_<name>`; returns the names.
+    pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for (layer, name) in self.tables()? {
+            if let Some(table) = self.open(layer, &name).await? {
+                table
+                    .update_datafusion_session(&ctx.state())
+                    .map_err(|e| Error::delta(qualified(layer, &name), e))?;
+                let provider = table.table_provider().await?;
+                let sql_name = format!("{}_{}", layer.as_str(), name);
+                ctx.register_table(&sql_name, provider)?;
+                names.push(sql_name);
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// `layer/name`, the way errors name a table.
+pub fn qualified(layer: Layer, name: &str) -> String {
+    format!("{}/{}", layer.as_str(), name)
+}
+
+/// The DataFusion session every stage uses: one partition per core.
+pub fn session() -> SessionContext {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads))
+}

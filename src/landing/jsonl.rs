@@ -1,0 +1,284 @@
+//! JSON Lines landing reader (usage events).
+//!
+//! One JSON object per line. Blank lines are skipped; a line that is not valid UTF-8 or not a
+//! JSON object is rejected with its raw text, and the file goes on. Declared fields are cast with
+//! fallback (a number written as a string is still a number); unknown fields are kept, as a
+//! JSON object, in `extra_json`, so a future schema version loses nothing. The object is parsed
+//! in one pass with borrowed keys, without building a `serde_json::Value` per line.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::{
+    Column, IngestMeta, Landed, Reject, RowsBuilder, Scalar, RULE_INVALID_UTF8,
+    RULE_MALFORMED_JSON, RULE_MISSING_KEY, cast::is_null_text,
+};
+use crate::Result;
+
+/// Reads one JSONL file's bytes. `key` names the natural-key fields, which must be non-empty.
+pub fn read_jsonl(
+    bytes: &[u8],
+    file: &str,
+    columns: &[Column],
+    key: &[&str],
+    meta: &IngestMeta,
+) -> Result<Landed> {
+    let key_idx: Vec<usize> = key
+        .iter()
+        .filter_map(|k| columns.iter().position(|c| c.name == *k))
+        .collect();
+    let mut rows = RowsBuilder::new(columns, true, bytes.len() / 200 + 1);
+    let mut rejects = Vec::new();
+    let mut read = 0u64;
+    for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+        let line = n as u64 + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        read += 1;
+        let text = match std::str::from_utf8(raw) {
+            Ok(t) => t,
+            Err(_) => {
+                let reason = "the line holds bytes that are not UTF-8".to_string();
+                rejects.push(reject(RULE_INVALID_UTF8, reason, raw, file, line));
+                continue;
+            }
+        };
+        let parsed = match parse_line(text, columns) {
+            Ok(p) => p,
+            Err(e) => {
+                rejects.push(reject(RULE_MALFORMED_JSON, format!("not a JSON object: {e}"), raw, file, line));
+                continue;
+            }
+        };
+        if let Some(&i) = key_idx.iter().find(|&&i| match &parsed.values[i] {
+            Scalar::Null => true,
+            Scalar::Str(s) => is_null_text(s),
+            _ => false,
+        }) {
+            let reason = format!("key field {} is missing or empty", columns[i].name);
+            rejects.push(reject(RULE_MISSING_KEY, reason, raw, file, line));
+            continue;
+        }
+        for (i, v) in parsed.values.iter().enumerate() {
+            rows.push_scalar(i, v);
+        }
+        let extra = (!parsed.extra.is_empty())
+            .then(|| serde_json::Value::Object(parsed.extra).to_string());
+        rows.push_extra(extra.as_deref());
+        rows.end_row(line, super::record_hash(raw));
+    }
+    let mut landed = rows.finish(file, meta)?;
+    landed.rejects = rejects;
+    landed.read = read;
+    Ok(landed)
+}
+
+fn reject(rule: &'static str, reason: String, raw: &[u8], file: &str, line: u64) -> Reject {
+    Reject { rule, reason, raw: String::from_utf8_lossy(raw).into_owned(), file: file.to_string(), line }
+}
+
+/// A parsed line: one scalar per declared column, plus unknown fields.
+#[derive(Debug)]
+pub(crate) struct ParsedLine<'a> {
+    pub(crate) values: Vec<Scalar<'a>>,
+    pub(crate) extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Parses one line into declared scalars and unknown fields.
+pub(crate) fn parse_line<'a>(text: &'a str, columns: &[Column]) -> serde_json::Result<ParsedLine<'a>> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = LineSeed { columns }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(parsed)
+}
+
+struct LineSeed<'c> {
+    columns: &'c [Column],
+}
+
+impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
+    type Value = ParsedLine<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_> {
+    type Value = ParsedLine<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = vec![Scalar::Null; self.columns.len()];
+        let mut extra = serde_json::Map::new();
+        while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+            match self.columns.iter().position(|c| c.name == key) {
+                Some(i) => values[i] = map.next_value::<ScalarDe<'de>>()?.0,
+                None => {
+                    extra.insert(key.into_owned(), map.next_value::<serde_json::Value>()?);
+                }
+            }
+        }
+        Ok(ParsedLine { values, extra })
+    }
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct CowStr<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON scalar; nested values are kept as their JSON text.
+struct ScalarDe<'a>(Scalar<'a>);
+
+impl<'de> Deserialize<'de> for ScalarDe<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ScalarDe<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Null))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Null))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Bool(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                // Rust prints the shortest text that round-trips, so `0.9561` stays `0.9561`
+                // and decimals parse exactly from it.
+                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Str(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ScalarDe(Scalar::Str(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(ScalarDe(Scalar::Nested(v.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ScalarDe(Scalar::Nested(v.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::landing::{ColType, col};
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Float64Type, TimestampMicrosecondType};
+
+    const COLS: &[Column] = &[
+        col("event_id", ColType::Utf8),
+        col("timestamp", ColType::Timestamp),
+        col("value", ColType::Float64),
+        col("cost", ColType::Decimal(6)),
+    ];
+
+    fn read(text: &str) -> Landed {
+        let meta = IngestMeta { run_id: "r".into(), ingest_ts_micros: 0 };
+        read_jsonl(text.as_bytes(), "e.jsonl", COLS, &["event_id"], &meta).unwrap()
+    }
+
+    #[test]
+    fn numbers_as_strings_nulls_and_unknown_fields() {
+        let l = read(concat!(
+            r#"{"event_id":"a","timestamp":"2025-08-17T01:55:00Z","value":"95.0","cost":0.9561,"new_field":[1,2]}"#, "\n",
+            r#"{"event_id":"b","timestamp":1755395700000,"value":null,"cost":"1.5"}"#, "\r\n",
+            "\n",
+        ));
+        assert_eq!(l.read, 2);
+        assert!(l.rejects.is_empty());
+        let b = &l.batches[0];
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 95.0);
+        assert!(b.column(2).is_null(1));
+        let ts = b.column(1).as_primitive::<TimestampMicrosecondType>();
+        assert_eq!(ts.value(0), ts.value(1));
+        let extra = b.column_by_name("extra_json").unwrap().as_string::<i32>();
+        assert_eq!(extra.value(0), r#"{"new_field":[1,2]}"#);
+        assert!(extra.is_null(1));
+        let cost = b.column(3).as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(cost.value(0), 956_100);
+    }
+
+    #[test]
+    fn malformed_lines_are_rejected_and_the_file_goes_on() {
+        let l = read(concat!(
+            r#"{"event_id":"a"}"#, "\n",
+            r#"{"event_id":"b","#, "\n",
+            "[1,2,3]\n",
+            r#"{"event_id":"c"} trailing"#, "\n",
+            r#"{"timestamp":"2025-08-17T01:55:00Z"}"#, "\n",
+            r#"{"event_id":""}"#, "\n",
+            r#"{"event_id":"d"}"#, "\n",
+        ));
+        assert_eq!(l.read, 7);
+        assert_eq!(l.batches[0].num_rows(), 2);
+        let rules: Vec<_> = l.rejects.iter().map(|r| (r.rule, r.line)).collect();
+        assert_eq!(rules, vec![
+            (RULE_MALFORMED_JSON, 2), (RULE_MALFORMED_JSON, 3), (RULE_MALFORMED_JSON, 4),
+            (RULE_MISSING_KEY, 5), (RULE_MISSING_KEY, 6),
+        ]);
+        assert_eq!(l.rejects[0].raw, r#"{"event_id":"b","#);
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected() {
+        let meta = IngestMeta { run_id: "r".into(), ingest_ts_micros: 0 };
+        let l = read_jsonl(b"{\"event_id\":\"\xff\"}\n", "e", COLS, &["event_id"], &meta).unwrap();
+        assert_eq!(l.rejects[0].rule, RULE_INVALID_UTF8);
+    }
+
+    #[test]
+    fn escaped_keys_and_values_still_match() {
+        let l = read(r#"{"event\u005fid":"a\"b","value":"1e2"}"#);
+        let b = &l.batches[0];
+        assert_eq!(b.column(0).as_string::<i32>().value(0), "a\"b");
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 100.0);
+    }
+
+    #[test]
+    fn uncastable_values_are_counted() {
+        let l = read(r#"{"event_id":"a","timestamp":"not a time","value":"n/a","cost":{"x":1}}"#);
+        assert_eq!(l.total_cast_failures(), 3);
+    }
+}

@@ -1,0 +1,33 @@
+//! cloudlake: the analytics lakehouse of a cloud provider.
+//!
+//! ```text
+//! landing (immutable files, Kafka topic)          crate::landing  (csv, jsonl readers)
+//!    │  batch: CSV masters + billing     stream: usage events
+//!    ▼
+//! bronze   typed, deduplicated, + ingest metadata  crate::bronze   (one file per source)
+//!    ▼                                        ──►  crate::quarantine
+//! silver   conformed, validated, enriched          (next stage)
+//!    ▼
+//! gold     business marts                          (next stage)
+//!    ▼
+//! serving  Cassandra · REST API · dashboard · SQL
+//! ```
+//!
+//! - [`lake`]: Delta tables under one root, registered in DataFusion as `<layer>_<name>`;
+//! - [`pipeline`]: `cloudlake run` as a library call; [`report`]: the run report;
+//! - [`config`]: flags, environment, TOML; [`error`]: the one error type.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod bronze;
+pub mod config;
+pub mod error;
+pub mod lake;
+pub mod landing;
+pub mod pipeline;
+pub mod quarantine;
+pub mod report;
+pub mod sql;
+pub mod telemetry;
+
+pub use error::{Error, Result};

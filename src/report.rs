@@ -1,0 +1,87 @@
+//! The run report: `<lake>/_runs/<run_id>.json` and the summary table printed after a run.
+
+use std::path::PathBuf;
+
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use serde::Serialize;
+
+use crate::bronze::BronzeMetrics;
+use crate::{Error, Result};
+
+/// Timing of one stage.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StageTiming {
+    /// Stage name (`bronze`, ...).
+    pub stage: String,
+    /// Wall time, milliseconds.
+    pub millis: u64,
+}
+
+/// Everything a run did, written as JSON and summarised on the terminal.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunReport {
+    /// Run id, also stamped on every row the run wrote.
+    pub run_id: String,
+    /// Start, RFC 3339 UTC.
+    pub started_at: String,
+    /// Total wall time, milliseconds.
+    pub millis: u64,
+    /// Landing folder.
+    pub landing: PathBuf,
+    /// Lake root.
+    pub lake: PathBuf,
+    /// Per-source bronze figures.
+    pub bronze: Vec<BronzeMetrics>,
+    /// Per-stage timings.
+    pub stages: Vec<StageTiming>,
+}
+
+impl RunReport {
+    /// Writes the report under `<lake>/_runs/`; returns its path.
+    pub fn write(&self, runs_dir: &std::path::Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(runs_dir).map_err(|e| Error::io(runs_dir, e))?;
+        let path = runs_dir.join(format!("{}.json", self.run_id));
+        let json = serde_json::to_vec_pretty(self)?;
+        std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+
+    /// The summary table: one row per source.
+    pub fn summary(&self) -> String {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["source", "files", "read", "written", "quarantined", "duplicates", "cast failures", "ms"]);
+        let mut total = BronzeMetrics { source: "total".into(), ..Default::default() };
+        for m in &self.bronze {
+            t.add_row(row(m));
+            total.files += m.files;
+            total.read += m.read;
+            total.written += m.written;
+            total.quarantined += m.quarantined;
+            total.duplicates += m.duplicates;
+            total.cast_failures.push(("*".into(), m.cast_failures.iter().map(|(_, n)| n).sum()));
+            total.millis += m.millis;
+        }
+        t.add_row(row(&total));
+        for i in 1..8 {
+            if let Some(c) = t.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        format!("run {} — {} ms\n{t}", self.run_id, self.millis)
+    }
+}
+
+fn row(m: &BronzeMetrics) -> Vec<Cell> {
+    let casts: u64 = m.cast_failures.iter().map(|(_, n)| n).sum();
+    vec![
+        Cell::new(&m.source),
+        Cell::new(m.files),
+        Cell::new(m.read),
+        Cell::new(m.written),
+        Cell::new(m.quarantined),
+        Cell::new(m.duplicates),
+        Cell::new(casts),
+        Cell::new(m.millis),
+    ]
+}

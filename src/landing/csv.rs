@@ -45,6 +45,8 @@ pub fn read_csv(
 
     let mut rows = RowsBuilder::new(columns, false, bytes.len() / 64 + 1);
     let mut hash_input: Vec<u8> = Vec::with_capacity(256);
+    // Line numbers are counted from byte offsets: the csv crate's own counter skips blank lines.
+    let mut lines = LineCounter::default();
     loop {
         let start = reader.position().byte() as usize;
         match reader.read_byte_record(&mut record) {
@@ -54,13 +56,19 @@ pub fn read_csv(
                 // The csv crate only fails here on malformed quoting it cannot recover from.
                 let end = (reader.position().byte() as usize).min(bytes.len());
                 read += 1;
-                rejects.push(reject(RULE_FIELD_COUNT, format!("unreadable CSV row: {e}"), &bytes[start..end], file, line_of(&record, &reader)));
+                let line = lines.line_at(bytes, start);
+                rejects.push(reject(RULE_FIELD_COUNT, format!("unreadable CSV row: {e}"), &bytes[start..end], file, line));
                 continue;
             }
         }
         let end = (reader.position().byte() as usize).min(bytes.len());
-        let raw = &bytes[start.min(end)..end];
-        let line = line_of(&record, &reader);
+        // The record's position still includes the blank lines the reader skipped before it.
+        let mut record_start = record.position().map_or(start, |p| p.byte() as usize).min(end);
+        while record_start < end && matches!(bytes[record_start], b'\r' | b'\n') {
+            record_start += 1;
+        }
+        let raw = &bytes[record_start..end];
+        let line = lines.line_at(bytes, record_start);
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // a blank line is not a record
         }
@@ -111,8 +119,22 @@ pub fn read_csv(
     Ok(landed)
 }
 
-fn line_of(record: &csv::ByteRecord, reader: &csv::Reader<&[u8]>) -> u64 {
-    record.position().map(|p| p.line()).unwrap_or_else(|| reader.position().line())
+/// Converts increasing byte offsets into 1-based line numbers.
+#[derive(Default)]
+struct LineCounter {
+    offset: usize,
+    newlines: u64,
+}
+
+impl LineCounter {
+    fn line_at(&mut self, bytes: &[u8], offset: usize) -> u64 {
+        let offset = offset.min(bytes.len());
+        if offset > self.offset {
+            self.newlines += bytes[self.offset..offset].iter().filter(|b| **b == b'\n').count() as u64;
+            self.offset = offset;
+        }
+        self.newlines + 1
+    }
 }
 
 fn reject(rule: &'static str, reason: String, raw: &[u8], file: &str, line: u64) -> Reject {
@@ -171,6 +193,10 @@ mod tests {
             rules,
             vec![(RULE_FIELD_COUNT, 3), (RULE_FIELD_COUNT, 4), (RULE_MISSING_KEY, 5), (RULE_INVALID_UTF8, 6)]
         );
+        // Blank lines still count as lines of the file.
+        let blank = read(b"id,amount,n,note\n\n\r\nb,1,2\n");
+        assert_eq!(blank.rejects[0].line, 4);
+        assert_eq!(blank.rejects[0].raw, "b,1,2");
         assert_eq!(l.rejects[0].raw, "b,1,2");
         assert_eq!(l.rejects[1].reason, "expected 4 fields as in the header, found 5");
     }

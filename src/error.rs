@@ -16,7 +16,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A landing input that the run needs is absent.
-    #[error("landing input {path} not found; put the {source_name} data there or point --landing at the folder that holds it")]
+    #[error(
+        "landing input {path} not found; put the {source_name} data there or point --landing at the folder that holds it"
+    )]
     LandingMissing {
         /// Where the file or folder was expected.
         path: PathBuf,

@@ -41,7 +41,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     let mut bronze_metrics = Vec::with_capacity(plan.len());
     for (source, files) in &plan {
         progress.start(&format!("bronze {} ({} files)", source.name, files.len()));
-        let m = bronze::ingest(&ctx, &lake, &settings.landing, source, files, &meta, settings.batch_bytes).await?;
+        let m = bronze::ingest(&ctx, &lake, &settings.landing, source, files, &meta, settings.batch_bytes)
+            .await?;
         if !m.conserved() {
             return Err(Error::Internal(format!(
                 "bronze {} lost track of records: read {} != written {} + quarantined {} + duplicates {}",
@@ -51,7 +52,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         bronze_metrics.push(m);
         progress.done();
     }
-    let stages = vec![StageTiming { stage: "bronze".into(), millis: bronze_started.elapsed().as_millis() as u64 }];
+    let stages =
+        vec![StageTiming { stage: "bronze".into(), millis: bronze_started.elapsed().as_millis() as u64 }];
 
     let report = RunReport {
         run_id: meta.run_id.clone(),

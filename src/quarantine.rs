@@ -13,8 +13,10 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 
 use crate::Result;
-use crate::lake::{Lake, Layer};
-use crate::landing::{ColType, IngestMeta, RECORD_HASH, RUN_ID, Reject, SOURCE_FILE, SOURCE_LINE, record_hash};
+use crate::lake::{DedupSpec, Lake, Layer};
+use crate::landing::{
+    ColType, IngestMeta, RECORD_HASH, RUN_ID, Reject, SOURCE_FILE, SOURCE_LINE, record_hash,
+};
 
 /// Column: which layer rejected the record (`bronze` or `silver`).
 pub const STAGE: &str = "stage";
@@ -76,15 +78,13 @@ pub async fn write_rejects(
 }
 
 /// Appends quarantine rows (in [`schema`]) not already quarantined under the same rule.
-pub async fn write(ctx: &SessionContext, lake: &Lake, source: &str, batches: Vec<RecordBatch>) -> Result<u64> {
-    lake.append_new_rows(
-        ctx,
-        Layer::Quarantine,
-        source,
-        batches,
-        &[RULE_ID, RECORD_HASH],
-        &[SOURCE_FILE, SOURCE_LINE],
-        &[],
-    )
-    .await
+pub async fn write(
+    ctx: &SessionContext,
+    lake: &Lake,
+    source: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<u64> {
+    let spec =
+        DedupSpec { key: &[RULE_ID, RECORD_HASH], order: &[SOURCE_FILE, SOURCE_LINE], partitions: &[] };
+    lake.append_new_rows(ctx, Layer::Quarantine, source, batches, &spec).await
 }

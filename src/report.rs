@@ -50,7 +50,16 @@ impl RunReport {
     pub fn summary(&self) -> String {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(["source", "files", "read", "written", "quarantined", "duplicates", "cast failures", "ms"]);
+        t.set_header([
+            "source",
+            "files",
+            "read",
+            "written",
+            "quarantined",
+            "duplicates",
+            "cast failures",
+            "ms",
+        ]);
         let mut total = BronzeMetrics { source: "total".into(), ..Default::default() };
         for m in &self.bronze {
             t.add_row(row(m));

@@ -31,7 +31,11 @@ pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
     let df = ctx.sql(sql).await.map_err(|e| {
         let msg = e.to_string();
         if msg.contains("not found") {
-            let available = if names.is_empty() { "none yet; run `cloudlake run` first".to_string() } else { names.join(", ") };
+            let available = if names.is_empty() {
+                "none yet; run `cloudlake run` first".to_string()
+            } else {
+                names.join(", ")
+            };
             Error::Usage(format!("{msg}. Tables: {available}"))
         } else {
             Error::DataFusion(e)

@@ -33,7 +33,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
-use crate::lake::{Lake, Layer};
+use crate::lake::{DedupSpec, Lake, Layer};
 use crate::landing::{self, Column, IngestMeta, Landed, RECORD_HASH, SOURCE_FILE, SOURCE_LINE};
 use crate::{Error, Result, quarantine};
 
@@ -171,7 +171,8 @@ pub async fn ingest(
     batch_bytes: u64,
 ) -> Result<BronzeMetrics> {
     let started = Instant::now();
-    let mut metrics = BronzeMetrics { source: source.name.to_string(), files: files.len(), ..Default::default() };
+    let mut metrics =
+        BronzeMetrics { source: source.name.to_string(), files: files.len(), ..Default::default() };
     for chunk in micro_batches(files, batch_bytes)? {
         let landed = read_files(landing, source, chunk, meta)?;
         let read = landed.read;
@@ -244,7 +245,9 @@ fn read_files(landing: &Path, source: &Source, files: &[PathBuf], meta: &IngestM
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a landing reader thread panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| Err(Error::Internal("a landing reader thread panicked".into())))
+            })
             .collect()
     });
     let mut all: Vec<(usize, Landed)> = Vec::with_capacity(files.len());
@@ -267,11 +270,8 @@ fn read_file(landing: &Path, source: &Source, path: &Path, meta: &IngestMeta) ->
         Format::Jsonl => landing::jsonl::read_jsonl(&bytes, &name, source.columns, source.key, meta)?,
     };
     if let Some((from, to)) = source.date_partition {
-        landed.batches = landed
-            .batches
-            .into_iter()
-            .map(|b| with_date_column(b, from, to))
-            .collect::<Result<_>>()?;
+        landed.batches =
+            landed.batches.into_iter().map(|b| with_date_column(b, from, to)).collect::<Result<_>>()?;
     }
     Ok(landed)
 }
@@ -289,14 +289,19 @@ fn with_date_column(batch: RecordBatch, from: &str, to: &str) -> Result<RecordBa
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
-async fn write_rows(ctx: &SessionContext, lake: &Lake, source: &Source, batches: Vec<RecordBatch>) -> Result<u64> {
+async fn write_rows(
+    ctx: &SessionContext,
+    lake: &Lake,
+    source: &Source,
+    batches: Vec<RecordBatch>,
+) -> Result<u64> {
     let mut key: Vec<&str> = source.key.to_vec();
     if source.versioned {
         key.push(RECORD_HASH);
     }
     let partitions: Vec<&str> = source.date_partition.map(|(_, to)| to).into_iter().collect();
-    lake.append_new_rows(ctx, Layer::Bronze, source.name, batches, &key, &[SOURCE_FILE, SOURCE_LINE], &partitions)
-        .await
+    let spec = DedupSpec { key: &key, order: &[SOURCE_FILE, SOURCE_LINE], partitions: &partitions };
+    lake.append_new_rows(ctx, Layer::Bronze, source.name, batches, &spec).await
 }
 
 #[cfg(test)]

@@ -4,12 +4,8 @@
 use super::{Format, Source};
 use crate::landing::{ColType::*, Column, col};
 
-const COLUMNS: &[Column] = &[
-    col("org_id", Utf8),
-    col("survey_date", Date),
-    col("nps_score", Float64),
-    col("comment", Utf8),
-];
+const COLUMNS: &[Column] =
+    &[col("org_id", Utf8), col("survey_date", Date), col("nps_score", Float64), col("comment", Utf8)];
 
 /// The source definition.
 pub const SOURCE: Source = Source {

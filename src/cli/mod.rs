@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn run_parses_with_global_flags_anywhere() {
-        let cli = Cli::try_parse_from(["cloudlake", "run", "--lake", "/tmp/l", "--landing", "/tmp/x"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["cloudlake", "run", "--lake", "/tmp/l", "--landing", "/tmp/x"]).unwrap();
         assert_eq!(cli.global.lake, Some(PathBuf::from("/tmp/l")));
         assert!(matches!(cli.command, Command::Run(_)));
     }

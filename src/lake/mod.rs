@@ -97,9 +97,7 @@ impl Lake {
             return Ok(None);
         }
         let url = self.table_url(layer, name)?;
-        let table = deltalake::open_table(url)
-            .await
-            .map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let table = deltalake::open_table(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
         Ok(Some(table))
     }
 
@@ -112,9 +110,8 @@ impl Lake {
         partitions: &[&str],
     ) -> Result<DeltaTable> {
         let url = self.table_url(layer, name)?;
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let table =
+            DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
         let mut write = table.write(batches).with_save_mode(SaveMode::Append);
         if !partitions.is_empty() {
             write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
@@ -134,10 +131,9 @@ impl Lake {
         layer: Layer,
         name: &str,
         batches: Vec<RecordBatch>,
-        key: &[&str],
-        order: &[&str],
-        partitions: &[&str],
+        spec: &DedupSpec<'_>,
     ) -> Result<u64> {
+        let DedupSpec { key, order, partitions } = *spec;
         let Some(schema) = batches.first().map(|b| b.schema()) else {
             return Ok(0);
         };
@@ -158,18 +154,13 @@ impl Lake {
                     .map_err(|e| Error::delta(qualified(layer, name), e))?;
                 let provider = table.table_provider().await?;
                 ctx.register_table(&existing, provider)?;
-                let on = key
-                    .iter()
-                    .map(|k| format!("e.\"{k}\" = i.\"{k}\""))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
+                let on =
+                    key.iter().map(|k| format!("e.\"{k}\" = i.\"{k}\"")).collect::<Vec<_>>().join(" AND ");
                 format!("WHERE NOT EXISTS (SELECT 1 FROM \"{existing}\" e WHERE {on})")
             }
             None => String::new(),
         };
-        let sql = format!(
-            "SELECT DISTINCT ON ({keys}) i.* FROM \"{incoming}\" i {anti} ORDER BY {order_by}"
-        );
+        let sql = format!("SELECT DISTINCT ON ({keys}) i.* FROM \"{incoming}\" i {anti} ORDER BY {order_by}");
         let result = ctx.sql(&sql).await;
         let new_rows = match result {
             Ok(df) => df.collect().await,
@@ -177,8 +168,7 @@ impl Lake {
         };
         ctx.deregister_table(&incoming)?;
         ctx.deregister_table(&existing)?;
-        let new_rows: Vec<RecordBatch> =
-            new_rows?.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let new_rows: Vec<RecordBatch> = new_rows?.into_iter().filter(|b| b.num_rows() > 0).collect();
         let written: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         if written > 0 {
             self.append(layer, name, new_rows, partitions).await?;
@@ -219,6 +209,17 @@ impl Lake {
         }
         Ok(names)
     }
+}
+
+/// How [`Lake::append_new_rows`] recognises rows it already holds.
+#[derive(Debug, Clone, Copy)]
+pub struct DedupSpec<'a> {
+    /// Columns whose values identify a row (the natural key, maybe with the content hash).
+    pub key: &'a [&'a str],
+    /// Within one batch, the first row by these columns wins (lineage: file, line).
+    pub order: &'a [&'a str],
+    /// Partition columns, used when the table is created.
+    pub partitions: &'a [&'a str],
 }
 
 /// `layer/name`, the way errors name a table.

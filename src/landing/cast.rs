@@ -17,11 +17,11 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, TimeUnit};
 use datafusion::arrow::compute::kernels::cast_utils::{Parser, string_to_datetime};
+use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, TimeUnit};
 
 /// Precision of every Decimal128 column: 18 digits (stored as a 64-bit integer in Parquet).
 pub const DECIMAL_PRECISION: u8 = 18;

@@ -7,8 +7,8 @@
 //! natural key is rejected with its raw text; the rest of the file goes on.
 
 use super::{
-    Column, IngestMeta, Landed, Reject, RowsBuilder, RULE_FIELD_COUNT, RULE_INVALID_UTF8,
-    RULE_MISSING_KEY, cast::is_null_text,
+    Column, IngestMeta, Landed, RULE_FIELD_COUNT, RULE_INVALID_UTF8, RULE_MISSING_KEY, Reject, RowsBuilder,
+    cast::is_null_text,
 };
 use crate::Result;
 
@@ -22,10 +22,7 @@ pub fn read_csv(
     meta: &IngestMeta,
 ) -> Result<Landed> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(bytes);
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(bytes);
     let mut record = csv::ByteRecord::new();
     let mut rejects = Vec::new();
     let mut read = 0u64;
@@ -57,7 +54,13 @@ pub fn read_csv(
                 let end = (reader.position().byte() as usize).min(bytes.len());
                 read += 1;
                 let line = lines.line_at(bytes, start);
-                rejects.push(reject(RULE_FIELD_COUNT, format!("unreadable CSV row: {e}"), &bytes[start..end], file, line));
+                rejects.push(reject(
+                    RULE_FIELD_COUNT,
+                    format!("unreadable CSV row: {e}"),
+                    &bytes[start..end],
+                    file,
+                    line,
+                ));
                 continue;
             }
         }
@@ -90,12 +93,16 @@ pub fn read_csv(
             }
         }
         if !utf8_ok {
-            rejects.push(reject(RULE_INVALID_UTF8, "the row holds bytes that are not UTF-8".into(), raw, file, line));
+            rejects.push(reject(
+                RULE_INVALID_UTF8,
+                "the row holds bytes that are not UTF-8".into(),
+                raw,
+                file,
+                line,
+            ));
             continue;
         }
-        if let Some((k, pos)) = key_positions
-            .iter()
-            .find(|(_, p)| p.is_none_or(|i| is_null_text(fields[i])))
+        if let Some((k, pos)) = key_positions.iter().find(|(_, p)| p.is_none_or(|i| is_null_text(fields[i])))
         {
             let reason = match pos {
                 None => format!("key column {k} is missing from the header"),
@@ -146,7 +153,7 @@ fn reject(rule: &'static str, reason: String, raw: &[u8], file: &str, line: u64)
 mod tests {
     use super::*;
     use crate::landing::{ColType, col};
-    use datafusion::arrow::array::{AsArray, Array};
+    use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::Int64Type;
 
     const COLS: &[Column] = &[
@@ -219,7 +226,9 @@ mod tests {
     fn record_hash_is_content_based() {
         let a = read(b"id,amount,n,note\na,1,2,x\n");
         let b = read(b"note,id,amount,n\r\nx,a,1,2\r\n");
-        let h = |l: &Landed| l.batches[0].column_by_name("record_hash").unwrap().as_primitive::<Int64Type>().value(0);
+        let h = |l: &Landed| {
+            l.batches[0].column_by_name("record_hash").unwrap().as_primitive::<Int64Type>().value(0)
+        };
         // The hash follows the declared columns, so line ends and column order do not matter...
         assert_eq!(h(&a), h(&b));
         // ...but content does.

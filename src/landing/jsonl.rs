@@ -9,12 +9,12 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use super::{
-    Column, IngestMeta, Landed, Reject, RowsBuilder, Scalar, RULE_INVALID_UTF8,
-    RULE_MALFORMED_JSON, RULE_MISSING_KEY, cast::is_null_text,
+    Column, IngestMeta, Landed, RULE_INVALID_UTF8, RULE_MALFORMED_JSON, RULE_MISSING_KEY, Reject,
+    RowsBuilder, Scalar, cast::is_null_text,
 };
 use crate::Result;
 
@@ -26,10 +26,7 @@ pub fn read_jsonl(
     key: &[&str],
     meta: &IngestMeta,
 ) -> Result<Landed> {
-    let key_idx: Vec<usize> = key
-        .iter()
-        .filter_map(|k| columns.iter().position(|c| c.name == *k))
-        .collect();
+    let key_idx: Vec<usize> = key.iter().filter_map(|k| columns.iter().position(|c| c.name == *k)).collect();
     let mut rows = RowsBuilder::new(columns, true, bytes.len() / 200 + 1);
     let mut rejects = Vec::new();
     let mut read = 0u64;
@@ -67,8 +64,7 @@ pub fn read_jsonl(
         for (i, v) in parsed.values.iter().enumerate() {
             rows.push_scalar(i, v);
         }
-        let extra = (!parsed.extra.is_empty())
-            .then(|| serde_json::Value::Object(parsed.extra).to_string());
+        let extra = (!parsed.extra.is_empty()).then(|| serde_json::Value::Object(parsed.extra).to_string());
         rows.push_extra(extra.as_deref());
         rows.end_row(line, super::record_hash(raw));
     }
@@ -222,8 +218,10 @@ mod tests {
     #[test]
     fn numbers_as_strings_nulls_and_unknown_fields() {
         let l = read(concat!(
-            r#"{"event_id":"a","timestamp":"2025-08-17T01:55:00Z","value":"95.0","cost":0.9561,"new_field":[1,2]}"#, "\n",
-            r#"{"event_id":"b","timestamp":1755395700000,"value":null,"cost":"1.5"}"#, "\r\n",
+            r#"{"event_id":"a","timestamp":"2025-08-17T01:55:00Z","value":"95.0","cost":0.9561,"new_field":[1,2]}"#,
+            "\n",
+            r#"{"event_id":"b","timestamp":1755395700000,"value":null,"cost":"1.5"}"#,
+            "\r\n",
             "\n",
         ));
         assert_eq!(l.read, 2);
@@ -243,21 +241,33 @@ mod tests {
     #[test]
     fn malformed_lines_are_rejected_and_the_file_goes_on() {
         let l = read(concat!(
-            r#"{"event_id":"a"}"#, "\n",
-            r#"{"event_id":"b","#, "\n",
+            r#"{"event_id":"a"}"#,
+            "\n",
+            r#"{"event_id":"b","#,
+            "\n",
             "[1,2,3]\n",
-            r#"{"event_id":"c"} trailing"#, "\n",
-            r#"{"timestamp":"2025-08-17T01:55:00Z"}"#, "\n",
-            r#"{"event_id":""}"#, "\n",
-            r#"{"event_id":"d"}"#, "\n",
+            r#"{"event_id":"c"} trailing"#,
+            "\n",
+            r#"{"timestamp":"2025-08-17T01:55:00Z"}"#,
+            "\n",
+            r#"{"event_id":""}"#,
+            "\n",
+            r#"{"event_id":"d"}"#,
+            "\n",
         ));
         assert_eq!(l.read, 7);
         assert_eq!(l.batches[0].num_rows(), 2);
         let rules: Vec<_> = l.rejects.iter().map(|r| (r.rule, r.line)).collect();
-        assert_eq!(rules, vec![
-            (RULE_MALFORMED_JSON, 2), (RULE_MALFORMED_JSON, 3), (RULE_MALFORMED_JSON, 4),
-            (RULE_MISSING_KEY, 5), (RULE_MISSING_KEY, 6),
-        ]);
+        assert_eq!(
+            rules,
+            vec![
+                (RULE_MALFORMED_JSON, 2),
+                (RULE_MALFORMED_JSON, 3),
+                (RULE_MALFORMED_JSON, 4),
+                (RULE_MISSING_KEY, 5),
+                (RULE_MISSING_KEY, 6),
+            ]
+        );
         assert_eq!(l.rejects[0].raw, r#"{"event_id":"b","#);
     }
 

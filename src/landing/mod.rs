@@ -119,8 +119,7 @@ impl Landed {
 
 /// The Arrow schema of landed rows: declared columns, then `extra_json` when asked, then lineage.
 pub fn landed_schema(columns: &[Column], with_extra: bool) -> SchemaRef {
-    let mut fields: Vec<Field> =
-        columns.iter().map(|c| Field::new(c.name, c.ty.data_type(), true)).collect();
+    let mut fields: Vec<Field> = columns.iter().map(|c| Field::new(c.name, c.ty.data_type(), true)).collect();
     if with_extra {
         fields.push(Field::new(EXTRA_JSON, DataType::Utf8, true));
     }
@@ -202,10 +201,7 @@ impl<'a> RowsBuilder<'a> {
         ));
         arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![file; n])));
         arrays.push(Arc::new(self.lines.finish()));
-        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![
-            meta.run_id.as_str();
-            n
-        ])));
+        arrays.push(Arc::new(datafusion::arrow::array::StringArray::from(vec![meta.run_id.as_str(); n])));
         arrays.push(Arc::new(self.hashes.finish()));
         let batch = RecordBatch::try_new(self.schema.clone(), arrays)?;
         let cast_failures = self

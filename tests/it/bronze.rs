@@ -33,13 +33,18 @@ async fn real_landing_lands_every_record_with_exact_counts() {
     let p = lake.path();
     // Partitioned by event date: 60 days, one folder each.
     assert_eq!(sql_i64(p, "SELECT count(DISTINCT event_date) FROM bronze_usage_events").await, 60);
-    let partitions = std::fs::read_dir(p.join("bronze/usage_events")).unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("event_date=")).count();
+    let partitions = std::fs::read_dir(p.join("bronze/usage_events"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("event_date="))
+        .count();
     assert_eq!(partitions, 60);
     // Schema versions as ABOUT.md measures them; v1 has neither carbon_kg nor genai_tokens.
     assert_eq!(sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE schema_version = 1").await, 10_800);
     assert_eq!(sql_i64(p, "SELECT count(carbon_kg) FROM bronze_usage_events").await, 32_400);
-    assert_eq!(sql_i64(p, "SELECT count(genai_tokens) FROM bronze_usage_events WHERE schema_version = 1").await, 0);
+    assert_eq!(
+        sql_i64(p, "SELECT count(genai_tokens) FROM bronze_usage_events WHERE schema_version = 1").await,
+        0
+    );
     // value: 877 nulls; the 1,309 numbers written as strings all cast.
     assert_eq!(sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE value IS NULL").await, 877);
     assert_eq!(sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE unit IS NULL").await, 2_075);
@@ -56,10 +61,9 @@ async fn real_landing_lands_every_record_with_exact_counts() {
         0
     );
     // The run report is on disk and says the same.
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.join("_runs").join(format!("{}.json", r.run_id))).unwrap(),
-    )
-    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("_runs").join(format!("{}.json", r.run_id))).unwrap())
+            .unwrap();
     assert_eq!(report["bronze"][7]["read"], 43200);
 }
 
@@ -87,7 +91,11 @@ async fn rerun_and_copied_files_change_nothing() {
     let ev = landing.path().join("usage_events_stream");
     std::fs::copy(ev.join("events_part_0007.jsonl"), ev.join("events_replay_0007.jsonl")).unwrap();
     std::fs::create_dir_all(landing.path().join("customers_orgs")).unwrap();
-    std::fs::copy(landing.path().join("customers_orgs.csv"), landing.path().join("customers_orgs/redelivery.csv")).unwrap();
+    std::fs::copy(
+        landing.path().join("customers_orgs.csv"),
+        landing.path().join("customers_orgs/redelivery.csv"),
+    )
+    .unwrap();
     let r3 = run(landing.path(), p).await.unwrap();
     let m = metrics(&r3, "usage_events");
     assert_eq!((m.files, m.read, m.written, m.duplicates), (121, 43_560, 0, 43_560));
@@ -106,9 +114,11 @@ async fn a_changed_master_record_is_a_new_version_not_a_duplicate() {
     // A later delivery: org_pbhsahxt moves from standard to pro.
     let original = std::fs::read_to_string(landing.path().join("customers_orgs.csv")).unwrap();
     let header = original.lines().next().unwrap();
-    let row = original.lines().find(|l| l.starts_with("org_pbhsahxt,")).unwrap().replace(",standard,", ",pro,");
+    let row =
+        original.lines().find(|l| l.starts_with("org_pbhsahxt,")).unwrap().replace(",standard,", ",pro,");
     std::fs::create_dir_all(landing.path().join("customers_orgs")).unwrap();
-    std::fs::write(landing.path().join("customers_orgs/2025-09-01.csv"), format!("{header}\n{row}\n")).unwrap();
+    std::fs::write(landing.path().join("customers_orgs/2025-09-01.csv"), format!("{header}\n{row}\n"))
+        .unwrap();
     let r = run(landing.path(), lake.path()).await.unwrap();
     assert_eq!(metrics(&r, "customers_orgs").written, 1);
     let versions = sql_text(
@@ -168,12 +178,30 @@ async fn messy_feeds_are_typed_deduplicated_and_quarantined() {
         sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE timestamp = TIMESTAMP '2025-08-17T01:55:00Z' AND event_id IN ('e1','e2','e3','e4','e5')").await,
         5
     );
-    assert_eq!(sql_i64(p, "SELECT CAST(value AS BIGINT) FROM bronze_usage_events WHERE event_id = 'e1'").await, 95);
-    assert_eq!(sql_i64(p, "SELECT CAST(cost_usd_increment * 100 AS BIGINT) FROM bronze_usage_events WHERE event_id = 'e2'").await, 50);
-    assert_eq!(sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE extra_json = '{\"surprise\":{\"a\":1}}'").await, 1);
+    assert_eq!(
+        sql_i64(p, "SELECT CAST(value AS BIGINT) FROM bronze_usage_events WHERE event_id = 'e1'").await,
+        95
+    );
+    assert_eq!(
+        sql_i64(
+            p,
+            "SELECT CAST(cost_usd_increment * 100 AS BIGINT) FROM bronze_usage_events WHERE event_id = 'e2'"
+        )
+        .await,
+        50
+    );
+    assert_eq!(
+        sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE extra_json = '{\"surprise\":{\"a\":1}}'")
+            .await,
+        1
+    );
     assert_eq!(sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE event_id = 'e7' AND timestamp IS NULL AND value IS NULL").await, 1);
     assert_eq!(
-        sql_csv(p, "SELECT rule_id, source_file, source_line FROM quarantine_usage_events ORDER BY source_line").await,
+        sql_csv(
+            p,
+            "SELECT rule_id, source_file, source_line FROM quarantine_usage_events ORDER BY source_line"
+        )
+        .await,
         "rule_id,source_file,source_line\n\
          bronze.malformed_json,usage_events_stream/events_a.jsonl,7\n\
          bronze.missing_key,usage_events_stream/events_a.jsonl,8\n\

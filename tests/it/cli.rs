@@ -13,7 +13,13 @@ fn cloudlake() -> Command {
 #[test]
 fn run_then_sql_in_every_format() {
     let lake = tempfile::tempdir().unwrap();
-    let out = cloudlake().args(["run", "--landing"]).arg(messy_landing()).arg("--lake").arg(lake.path()).output().unwrap();
+    let out = cloudlake()
+        .args(["run", "--landing"])
+        .arg(messy_landing())
+        .arg("--lake")
+        .arg(lake.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("usage_events"), "{stdout}");
@@ -30,14 +36,22 @@ fn run_then_sql_in_every_format() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(sql("csv"), "event_id,service\ne1,compute\ne9,GenAI\n");
-    assert_eq!(sql("json").trim(), r#"[{"event_id":"e1","service":"compute"},{"event_id":"e9","service":"GenAI"}]"#);
+    assert_eq!(
+        sql("json").trim(),
+        r#"[{"event_id":"e1","service":"compute"},{"event_id":"e9","service":"GenAI"}]"#
+    );
     assert!(sql("table").contains("| e9       | GenAI   |"));
 }
 
 #[test]
 fn failures_are_one_sentence_and_exit_non_zero() {
     let lake = tempfile::tempdir().unwrap();
-    let out = cloudlake().args(["run", "--landing", "/nonexistent/landing"]).arg("--lake").arg(lake.path()).output().unwrap();
+    let out = cloudlake()
+        .args(["run", "--landing", "/nonexistent/landing"])
+        .arg("--lake")
+        .arg(lake.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");

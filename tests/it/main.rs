@@ -38,11 +38,8 @@ pub fn copy_dir(from: &Path, dest: &Path) {
 
 /// Runs the pipeline once, as `cloudlake run` does.
 pub async fn run(landing: &Path, lake: &Path) -> cloudlake::Result<RunReport> {
-    let settings = Settings {
-        landing: landing.to_path_buf(),
-        lake: lake.to_path_buf(),
-        batch_bytes: 64 * 1024 * 1024,
-    };
+    let settings =
+        Settings { landing: landing.to_path_buf(), lake: lake.to_path_buf(), batch_bytes: 64 * 1024 * 1024 };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }
 
@@ -59,7 +56,11 @@ pub async fn sql_text(lake: &Path, q: &str) -> String {
 /// Runs SQL returning one integer.
 pub async fn sql_i64(lake: &Path, q: &str) -> i64 {
     let batches = sql(lake, q).await;
-    let col = datafusion::arrow::compute::cast(batches[0].column(0), &datafusion::arrow::datatypes::DataType::Int64).unwrap();
+    let col = datafusion::arrow::compute::cast(
+        batches[0].column(0),
+        &datafusion::arrow::datatypes::DataType::Int64,
+    )
+    .unwrap();
     col.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0)
 }
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test cloudlake. Idempotent and quick when
+# everything is present (no apt-get update unless a package is missing).
+#
+# Needs: Rust >= 1.95 (rustup, preinstalled here), a C toolchain and cmake (rdkafka builds
+# librdkafka from source), Java 17 and Maven (Cassandra and Kafka come as jars from Maven Central).
+set -euo pipefail
+
+need_apt=()
+for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: installing ${need_apt[*]}" >&2
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust 1.95 or newer (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+rustc_minor=$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')
+if [ "$rustc_minor" -lt 95 ]; then
+  echo "setup: rustc $(rustc --version) is too old; cloudlake needs 1.95 or newer (deltalake 1.1's MSRV)" >&2
+  exit 1
+fi
+for c in rustfmt clippy; do
+  if ! cargo "$c" --version >/dev/null 2>&1; then
+    rustup component add "$c" >/dev/null 2>&1 || echo "setup: warning: cargo $c is missing" >&2
+  fi
+done

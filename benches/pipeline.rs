@@ -47,7 +47,9 @@ fn count_events(landing: &Path) -> u64 {
         .expect("usage_events_stream")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .map(|p| std::fs::read(p).expect("read").split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64)
+        .map(|p| {
+            std::fs::read(p).expect("read").split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64
+        })
         .sum()
 }
 
@@ -79,7 +81,10 @@ fn main() {
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let eps = events as f64 / cold_median.as_secs_f64();
     println!("cloudlake run on {} ({} events, {} cold runs)", landing.display(), events, runs);
-    println!("{:<28} {:>10} {:>10} {:>14} {:>12}", "scenario", "median s", "best s", "events/s", "peak RSS MB");
+    println!(
+        "{:<28} {:>10} {:>10} {:>14} {:>12}",
+        "scenario", "median s", "best s", "events/s", "peak RSS MB"
+    );
     println!(
         "{:<28} {:>10.3} {:>10.3} {:>14.0} {:>12.1}",
         "cold (empty lake)",

@@ -8,12 +8,24 @@
 //! landing = "datalake/landing"   # landing folder
 //! lake = "datalake"              # lake root
 //! batch_mb = 64                  # landing megabytes per micro-batch
+//!
+//! [rules]                        # override a data-quality rule's action: warn | quarantine | fail
+//! "usage_events.after_resource_created" = "fail"
+//!
+//! [anomaly]                      # cost anomaly thresholds (see silver::anomalies)
+//! window_days = 28
+//! zscore_threshold = 3.0
 //! ```
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
+use crate::silver::SilverSettings;
+use crate::silver::anomalies::AnomalyConfig;
+use crate::silver::rules::Action;
 use crate::{Error, Result};
 
 /// Default landing folder.
@@ -35,6 +47,11 @@ pub struct FileConfig {
     pub lake: Option<PathBuf>,
     /// Upper bound of landing input per micro-batch, in megabytes; bounds memory.
     pub batch_mb: Option<u64>,
+    /// Per rule id, the action to apply instead of the declared one.
+    #[serde(default)]
+    pub rules: BTreeMap<String, Action>,
+    /// Cost anomaly thresholds.
+    pub anomaly: Option<AnomalyConfig>,
 }
 
 impl FileConfig {
@@ -65,6 +82,8 @@ pub struct Settings {
     pub lake: PathBuf,
     /// Micro-batch bound in bytes.
     pub batch_bytes: u64,
+    /// Silver rule overrides and anomaly thresholds.
+    pub silver: SilverSettings,
 }
 
 impl Settings {
@@ -75,10 +94,18 @@ impl Settings {
         if batch_mb == 0 {
             return Err(Error::Config("batch_mb must be at least 1".into()));
         }
+        let known: Vec<&str> =
+            crate::silver::TABLES.iter().flat_map(|t| t.rules.iter().map(|r| r.id)).collect();
+        if let Some(unknown) = file.rules.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::Config(format!(
+                "[rules] names an unknown rule {unknown:?}; `cloudlake quality` lists the rule ids"
+            )));
+        }
         Ok(Settings {
             landing: landing.or(file.landing).unwrap_or_else(|| DEFAULT_LANDING.into()),
             lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_bytes: batch_mb * 1024 * 1024,
+            silver: SilverSettings { rule_actions: file.rules, anomaly: file.anomaly.unwrap_or_default() },
         })
     }
 }
@@ -89,7 +116,7 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_which_wins_over_defaults() {
-        let file = FileConfig { landing: Some("f/landing".into()), lake: None, batch_mb: Some(8) };
+        let file = FileConfig { landing: Some("f/landing".into()), batch_mb: Some(8), ..Default::default() };
         let s = Settings::resolve(None, Some("flag/lake".into()), file).unwrap();
         assert_eq!(s.landing, PathBuf::from("f/landing"));
         assert_eq!(s.lake, PathBuf::from("flag/lake"));
@@ -105,6 +132,24 @@ mod tests {
         std::fs::write(&p, "lake = \"x\"\nlandnig = \"typo\"\n").unwrap();
         let err = FileConfig::load(Some(&p)).unwrap_err().to_string();
         assert!(err.contains("landnig"), "{err}");
+    }
+
+    #[test]
+    fn rule_overrides_and_anomaly_thresholds_are_read_and_checked() {
+        let file: FileConfig = toml::from_str(
+            "[rules]\n\"usage_events.cost_not_negative\" = \"fail\"\n[anomaly]\nzscore_threshold = 2.5\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(None, None, file).unwrap();
+        assert_eq!(s.silver.rule_actions["usage_events.cost_not_negative"], Action::Fail);
+        assert_eq!(s.silver.anomaly.zscore_threshold, 2.5);
+        assert_eq!(s.silver.anomaly.window_days, 28);
+        let bad: FileConfig = toml::from_str("[rules]\n\"nope.rule\" = \"warn\"\n").unwrap();
+        assert!(Settings::resolve(None, None, bad).unwrap_err().to_string().contains("nope.rule"));
+        assert!(
+            toml::from_str::<FileConfig>("[rules]\n\"usage_events.cost_not_negative\" = \"explode\"\n")
+                .is_err()
+        );
     }
 
     #[test]

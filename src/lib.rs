@@ -6,7 +6,7 @@
 //!    ▼
 //! bronze   typed, deduplicated, + ingest metadata  crate::bronze   (one file per source)
 //!    ▼                                        ──►  crate::quarantine
-//! silver   conformed, validated, enriched          (next stage)
+//! silver   conformed, validated, enriched          crate::silver   (rules beside each table)
 //!    ▼
 //! gold     business marts                          (next stage)
 //!    ▼
@@ -27,6 +27,7 @@ pub mod landing;
 pub mod pipeline;
 pub mod quarantine;
 pub mod report;
+pub mod silver;
 pub mod sql;
 pub mod telemetry;
 

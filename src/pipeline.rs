@@ -1,7 +1,7 @@
 //! `cloudlake run`: the whole pipeline once, as a library call.
 //!
-//! Today: bronze for every source (masters and all available events). Silver, gold and
-//! publishing are added by later stages and are called from here in pipeline order.
+//! Bronze for every source (masters and all available events), then silver (rules, quarantine,
+//! daily features and anomalies). Gold and publishing come next, called from here in order.
 
 use std::time::Instant;
 
@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::lake::{self, Lake};
 use crate::landing::IngestMeta;
 use crate::report::{RunReport, StageTiming};
+use crate::silver;
 use crate::telemetry::Progress;
 use crate::{Error, Result};
 
@@ -52,8 +53,23 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         bronze_metrics.push(m);
         progress.done();
     }
-    let stages =
+    let mut stages =
         vec![StageTiming { stage: "bronze".into(), millis: bronze_started.elapsed().as_millis() as u64 }];
+
+    let silver_started = Instant::now();
+    progress.start("silver");
+    lake.register_all(&ctx).await?;
+    let (silver, daily) = silver::build(&ctx, &lake, &meta, &settings.silver).await?;
+    for m in &silver {
+        if !m.conserved() {
+            return Err(Error::Internal(format!(
+                "silver {} lost track of rows: bronze {} != silver {} + quarantined {} + superseded {}",
+                m.table, m.bronze_rows, m.rows, m.quarantined, m.superseded
+            )));
+        }
+    }
+    progress.done();
+    stages.push(StageTiming { stage: "silver".into(), millis: silver_started.elapsed().as_millis() as u64 });
 
     let report = RunReport {
         run_id: meta.run_id.clone(),
@@ -62,6 +78,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         landing: settings.landing.clone(),
         lake: lake.root().to_path_buf(),
         bronze: bronze_metrics,
+        silver,
+        daily,
         stages,
     };
     report.write(&lake.runs_dir())?;
@@ -70,5 +88,5 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
 /// How many progress steps [`run`] takes.
 pub fn steps() -> u64 {
-    SOURCES.len() as u64
+    SOURCES.len() as u64 + 1
 }

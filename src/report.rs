@@ -6,6 +6,7 @@ use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use crate::bronze::BronzeMetrics;
+use crate::silver::{DailyMetrics, SilverMetrics};
 use crate::{Error, Result};
 
 /// Timing of one stage.
@@ -32,6 +33,10 @@ pub struct RunReport {
     pub lake: PathBuf,
     /// Per-source bronze figures.
     pub bronze: Vec<BronzeMetrics>,
+    /// Per-table silver figures, rule outcomes included.
+    pub silver: Vec<SilverMetrics>,
+    /// Daily features and anomaly flags.
+    pub daily: DailyMetrics,
     /// Per-stage timings.
     pub stages: Vec<StageTiming>,
 }
@@ -77,7 +82,47 @@ impl RunReport {
                 c.set_cell_alignment(CellAlignment::Right);
             }
         }
-        format!("run {} — {} ms\n{t}", self.run_id, self.millis)
+        let mut s = Table::new();
+        s.load_preset(UTF8_FULL_CONDENSED);
+        s.set_header([
+            "silver table",
+            "bronze rows",
+            "silver rows",
+            "quarantined",
+            "superseded",
+            "warnings",
+            "imputed",
+            "ms",
+        ]);
+        for m in &self.silver {
+            let warnings: u64 = m
+                .rules
+                .iter()
+                .filter(|r| r.action == Some(crate::silver::rules::Action::Warn))
+                .map(|r| r.violations)
+                .sum();
+            let imputed: u64 = m.imputed.iter().map(|(_, n)| n).sum();
+            s.add_row(vec![
+                Cell::new(&m.table),
+                Cell::new(m.bronze_rows),
+                Cell::new(m.rows),
+                Cell::new(m.quarantined),
+                Cell::new(m.superseded),
+                Cell::new(warnings),
+                Cell::new(imputed),
+                Cell::new(m.millis),
+            ]);
+        }
+        for i in 1..8 {
+            if let Some(c) = s.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        let d = &self.daily;
+        format!(
+            "run {} — {} ms\n{t}\n{s}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})",
+            self.run_id, self.millis, d.rows, d.anomalies, d.zscore_flags, d.mad_flags, d.pctl_flags
+        )
     }
 }
 

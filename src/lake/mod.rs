@@ -119,6 +119,31 @@ impl Lake {
         write.await.map_err(|e| Error::delta(qualified(layer, name), e))
     }
 
+    /// Replaces a table's contents (creating it if absent). An empty input writes an empty
+    /// table with `schema`, so readers always find the table. The schema may change between
+    /// cloudlake versions, so it is overwritten too.
+    pub async fn overwrite(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+    ) -> Result<DeltaTable> {
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+        let url = self.table_url(layer, name)?;
+        let table =
+            DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let mut write = table
+            .write(batches)
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        if !partitions.is_empty() {
+            write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
+        }
+        write.await.map_err(|e| Error::delta(qualified(layer, name), e))
+    }
+
     /// Appends the rows of `batches` whose `key` the table does not hold yet, keeping the first
     /// occurrence (by `order`) of a key repeated within `batches`. Returns the rows written.
     ///

@@ -172,7 +172,7 @@ async fn messy_feeds_are_typed_deduplicated_and_quarantined() {
     // usage events: every timestamp spelling lands on the same UTC instant; numbers as strings
     // cast; the unknown field is kept; duplicates within and across files are removed.
     let ev = metrics(&r, "usage_events");
-    assert_eq!((ev.files, ev.read, ev.written, ev.quarantined, ev.duplicates), (2, 12, 7, 3, 2));
+    assert_eq!((ev.files, ev.read, ev.written, ev.quarantined, ev.duplicates), (3, 18, 13, 3, 2));
     assert_eq!(ev.cast_failures.iter().map(|(_, n)| n).sum::<u64>(), 2);
     assert_eq!(
         sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE timestamp = TIMESTAMP '2025-08-17T01:55:00Z' AND event_id IN ('e1','e2','e3','e4','e5')").await,
@@ -199,7 +199,7 @@ async fn messy_feeds_are_typed_deduplicated_and_quarantined() {
     assert_eq!(
         sql_csv(
             p,
-            "SELECT rule_id, source_file, source_line FROM quarantine_usage_events ORDER BY source_line"
+            "SELECT rule_id, source_file, source_line FROM quarantine_usage_events WHERE stage = 'bronze' ORDER BY source_line"
         )
         .await,
         "rule_id,source_file,source_line\n\
@@ -211,7 +211,7 @@ async fn messy_feeds_are_typed_deduplicated_and_quarantined() {
     // Running again quarantines nothing twice and writes nothing.
     let r2 = run(&messy_landing(), p).await.unwrap();
     assert!(r2.bronze.iter().all(|m| m.written == 0 && m.quarantined == 0 && m.duplicates == m.read));
-    assert_eq!(sql_i64(p, "SELECT count(*) FROM quarantine_usage_events").await, 3);
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM quarantine_usage_events WHERE stage = 'bronze'").await, 3);
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 mod bronze;
 mod cli;
+mod silver;
 
 use std::path::{Path, PathBuf};
 
@@ -38,8 +39,21 @@ pub fn copy_dir(from: &Path, dest: &Path) {
 
 /// Runs the pipeline once, as `cloudlake run` does.
 pub async fn run(landing: &Path, lake: &Path) -> cloudlake::Result<RunReport> {
-    let settings =
-        Settings { landing: landing.to_path_buf(), lake: lake.to_path_buf(), batch_bytes: 64 * 1024 * 1024 };
+    run_with(landing, lake, Default::default()).await
+}
+
+/// Runs the pipeline once with silver settings (rule overrides, anomaly thresholds).
+pub async fn run_with(
+    landing: &Path,
+    lake: &Path,
+    silver: cloudlake::silver::SilverSettings,
+) -> cloudlake::Result<RunReport> {
+    let settings = Settings {
+        landing: landing.to_path_buf(),
+        lake: lake.to_path_buf(),
+        batch_bytes: 64 * 1024 * 1024,
+        silver,
+    };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }
 

@@ -1,0 +1,309 @@
+//! Silver: conformed, validated, enriched tables with declared quality rules (SPEC section 5).
+//!
+//! Each table lives in its own file: a SQL `select` over bronze (conformance, joins) and its
+//! [`Rule`](rules::Rule)s beside it. [`build`] runs them in dependency order (organisations and
+//! resources first, events last), applies the rules in one pass per table ([`rules::apply`]),
+//! overwrites `silver/<table>` with the clean rows and sends violations to `quarantine/<source>`.
+//! Then `silver/usage_daily` holds the daily features and anomaly scores.
+//!
+//! Silver is rebuilt from bronze on every batch run, so re-running over the same input gives the
+//! same tables. Conservation per source: bronze rows = silver rows + quarantined + superseded
+//! versions (older versions of a master record that a newer delivery replaced).
+
+pub mod anomalies;
+pub mod billing_monthly;
+pub mod conform;
+pub mod customers_orgs;
+pub mod marketing_touches;
+pub mod nps_surveys;
+pub mod resources;
+pub mod rules;
+pub mod support_tickets;
+pub mod usage_daily;
+pub mod usage_events;
+pub mod users;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{
+    Array, AsArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::lake::{Lake, Layer};
+use crate::landing::{IngestMeta, RECORD_HASH, SOURCE_FILE, SOURCE_LINE, record_hash};
+use crate::{Error, Result, quarantine};
+use anomalies::AnomalyConfig;
+use rules::{Action, QUARANTINE_RULE, Rule, RuleOutcome};
+
+/// A silver table definition.
+#[derive(Debug, Clone, Copy)]
+pub struct SilverTable {
+    /// Table name (`silver/<name>`, SQL `silver_<name>`).
+    pub name: &'static str,
+    /// The bronze source it is built from (and whose quarantine receives its rejects).
+    pub bronze: &'static str,
+    /// SQL producing the conformed rows; columns starting with `__` are for rules only.
+    pub select: fn() -> String,
+    /// Quality rules, in order.
+    pub rules: &'static [Rule],
+    /// Partition columns.
+    pub partitions: &'static [&'static str],
+    /// Keeps only the latest version of each key (all masters but organisations, which are SCD2).
+    pub current_only: bool,
+}
+
+/// Every silver table, in build order.
+pub const TABLES: &[SilverTable] = &[
+    customers_orgs::TABLE,
+    resources::TABLE,
+    users::TABLE,
+    support_tickets::TABLE,
+    marketing_touches::TABLE,
+    nps_surveys::TABLE,
+    billing_monthly::TABLE,
+    usage_events::TABLE,
+];
+
+/// Settings of the silver stage.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SilverSettings {
+    /// Per rule id, an action that replaces the declared one.
+    pub rule_actions: BTreeMap<String, Action>,
+    /// Anomaly thresholds.
+    pub anomaly: AnomalyConfig,
+}
+
+/// What silver did for one table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SilverMetrics {
+    /// Table name.
+    pub table: String,
+    /// Rows in the bronze table it reads.
+    pub bronze_rows: u64,
+    /// Rows written to silver.
+    pub rows: u64,
+    /// Rows quarantined by silver rules (this build).
+    pub quarantined: u64,
+    /// Older versions replaced by a newer delivery of the same key.
+    pub superseded: u64,
+    /// Values imputed, per `*_imputed` column (e.g. `unit_imputed`).
+    pub imputed: Vec<(String, u64)>,
+    /// Per-rule outcomes.
+    pub rules: Vec<RuleOutcome>,
+    /// Wall time, milliseconds.
+    pub millis: u64,
+}
+
+impl SilverMetrics {
+    /// bronze rows = silver rows + quarantined + superseded.
+    pub fn conserved(&self) -> bool {
+        self.bronze_rows == self.rows + self.quarantined + self.superseded
+    }
+}
+
+/// Summary of the daily features table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DailyMetrics {
+    /// (org, date, service) rows.
+    pub rows: u64,
+    /// Rows flagged by each method and overall.
+    pub zscore_flags: u64,
+    /// MAD flags.
+    pub mad_flags: u64,
+    /// Percentile flags.
+    pub pctl_flags: u64,
+    /// Anomalies (at least `min_methods` methods).
+    pub anomalies: u64,
+}
+
+/// SQL: the latest bronze version of each key of a versioned source, as a sub-query.
+pub fn current_version(bronze_table: &str, key: &str) -> String {
+    format!(
+        "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {k} ORDER BY ingest_ts DESC, source_file DESC, source_line DESC) AS __rn
+                FROM {bronze_table}) WHERE __rn = 1)",
+        k = conform::code(key)
+    )
+}
+
+/// Builds every silver table from the bronze tables registered in `ctx` (`bronze_<source>`).
+pub async fn build(
+    ctx: &SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &SilverSettings,
+) -> Result<(Vec<SilverMetrics>, DailyMetrics)> {
+    let mut all = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        let started = Instant::now();
+        let _span = tracing::info_span!("stage", stage = "silver", table = table.name).entered();
+        let bronze_rows = count(ctx, &format!("bronze_{}", table.bronze)).await?;
+        let df_schema = ctx.sql(&(table.select)()).await?.schema().as_arrow().clone();
+        let applied = rules::apply(ctx, &(table.select)(), table.rules, &settings.rule_actions).await?;
+
+        let clean: Vec<RecordBatch> = applied.clean.iter().map(strip_internal).collect::<Result<_>>()?;
+        let clean_schema = clean.first().map_or_else(|| public_schema(&df_schema, true), |b| b.schema());
+        let rows: u64 = clean.iter().map(|b| b.num_rows() as u64).sum();
+        let imputed = count_imputed(&clean);
+        lake.overwrite(Layer::Silver, table.name, clean.clone(), clean_schema.clone(), table.partitions)
+            .await?;
+        rules::register(ctx, &format!("silver_{}", table.name), clean_schema, clean)?;
+        if table.name == "customers_orgs" {
+            let view = ctx.sql("SELECT DISTINCT org_id FROM silver_customers_orgs").await?.into_view();
+            let _ = ctx.deregister_table("silver_orgs_current")?;
+            ctx.register_table("silver_orgs_current", view)?;
+        }
+
+        let quarantined: u64 = applied.quarantined.iter().map(|b| b.num_rows() as u64).sum();
+        let q_rows = applied
+            .quarantined
+            .iter()
+            .map(|b| quarantine_rows(b, table.rules, meta))
+            .collect::<Result<Vec<_>>>()?;
+        quarantine::write(ctx, lake, table.bronze, q_rows).await?;
+
+        let m = SilverMetrics {
+            table: table.name.to_string(),
+            bronze_rows,
+            rows,
+            quarantined,
+            superseded: bronze_rows.saturating_sub(rows + quarantined),
+            imputed,
+            rules: applied.outcomes,
+            millis: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(
+            rows = m.rows,
+            quarantined = m.quarantined,
+            superseded = m.superseded,
+            millis = m.millis,
+            "Silver built."
+        );
+        all.push(m);
+    }
+
+    let (schema, daily) = usage_daily::build(ctx, &settings.anomaly).await?;
+    let daily_metrics = daily_metrics(&daily);
+    lake.overwrite(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[]).await?;
+    rules::register(ctx, "silver_usage_daily", schema, daily)?;
+    Ok((all, daily_metrics))
+}
+
+async fn count(ctx: &SessionContext, table: &str) -> Result<u64> {
+    let b = ctx.sql(&format!("SELECT count(*) FROM {table}")).await?.collect().await?;
+    Ok(b.first()
+        .map(|b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) as u64)
+        .unwrap_or(0))
+}
+
+/// The schema without internal `__` columns (and without `dq_flags` unless `with_flags`).
+fn public_schema(schema: &Schema, with_flags: bool) -> SchemaRef {
+    let mut fields: Vec<_> =
+        schema.fields().iter().filter(|f| !f.name().starts_with("__")).map(|f| f.as_ref().clone()).collect();
+    if with_flags {
+        fields.push(datafusion::arrow::datatypes::Field::new(rules::DQ_FLAGS, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Drops `__` columns; casts `dq_flags` to Utf8 so every batch matches the declared schema.
+fn strip_internal(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let keep: Vec<usize> =
+        (0..batch.num_columns()).filter(|i| !schema.field(*i).name().starts_with("__")).collect();
+    let b = batch.project(&keep)?;
+    let mut columns = b.columns().to_vec();
+    let mut fields: Vec<_> = b.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    if let Some(i) = fields.iter().position(|f| f.name() == rules::DQ_FLAGS) {
+        columns[i] = cast(&columns[i], &DataType::Utf8)?;
+        fields[i] = datafusion::arrow::datatypes::Field::new(rules::DQ_FLAGS, DataType::Utf8, true);
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+fn count_imputed(batches: &[RecordBatch]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for b in batches {
+        for (i, f) in b.schema().fields().iter().enumerate() {
+            if f.name().ends_with("_imputed") && f.data_type() == &DataType::Boolean {
+                let n = b.column(i).as_boolean().true_count() as u64;
+                match out.iter_mut().find(|(c, _)| c == f.name()) {
+                    Some((_, m)) => *m += n,
+                    None => out.push((f.name().clone(), n)),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Turns rows that violated a quarantine rule into quarantine-table rows.
+fn quarantine_rows(batch: &RecordBatch, table_rules: &[Rule], meta: &IngestMeta) -> Result<RecordBatch> {
+    let n = batch.num_rows();
+    let rule_col = cast(
+        batch.column_by_name(QUARANTINE_RULE).ok_or_else(|| Error::Internal("no __rule column".into()))?,
+        &DataType::Utf8,
+    )?;
+    let rule_ids = rule_col.as_string::<i32>();
+    let reasons: Vec<String> = rule_ids
+        .iter()
+        .map(|id| {
+            let id = id.unwrap_or_default();
+            table_rules.iter().find(|r| r.id == id).map_or_else(|| id.to_string(), |r| r.reason.to_string())
+        })
+        .collect();
+    let public = strip_internal(batch)?;
+    let keep: Vec<usize> =
+        (0..public.num_columns()).filter(|i| public.schema().field(*i).name() != rules::DQ_FLAGS).collect();
+    let records = rules::rows_json(&public.project(&keep)?)?;
+    let text = |name: &str| -> Result<Option<Arc<dyn Array>>> {
+        batch.column_by_name(name).map(|c| cast(c, &DataType::Utf8)).transpose().map_err(Error::from)
+    };
+    let files = text(SOURCE_FILE)?;
+    let lines = batch.column_by_name(SOURCE_LINE).map(|c| cast(c, &DataType::Int64)).transpose()?;
+    let hashes = batch.column_by_name(RECORD_HASH).map(|c| cast(c, &DataType::Int64)).transpose()?;
+    let hash_of = |i: usize| {
+        hashes.as_ref().map_or_else(
+            || record_hash(records[i].as_bytes()),
+            |h| h.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(i),
+        )
+    };
+    Ok(RecordBatch::try_new(
+        quarantine::schema(),
+        vec![
+            Arc::new(StringArray::from(vec!["silver"; n])),
+            Arc::new(StringArray::from_iter(rule_ids.iter())),
+            Arc::new(StringArray::from_iter_values(reasons.iter())),
+            Arc::new(StringArray::from_iter_values(records.iter())),
+            match files {
+                Some(f) => f,
+                None => Arc::new(StringArray::new_null(n)),
+            },
+            match lines {
+                Some(l) => l,
+                None => Arc::new(Int64Array::new_null(n)),
+            },
+            Arc::new(StringArray::from(vec![meta.run_id.as_str(); n])),
+            Arc::new(TimestampMicrosecondArray::from(vec![meta.ingest_ts_micros; n]).with_timezone("UTC")),
+            Arc::new(Int64Array::from_iter_values((0..n).map(hash_of))),
+        ],
+    )?)
+}
+
+fn daily_metrics(batches: &[RecordBatch]) -> DailyMetrics {
+    let mut m = DailyMetrics::default();
+    for b in batches {
+        let t = |name: &str| b.column_by_name(name).map_or(0, |c| c.as_boolean().true_count() as u64);
+        m.rows += b.num_rows() as u64;
+        m.zscore_flags += t("zscore_flag");
+        m.mad_flags += t("mad_flag");
+        m.pctl_flags += t("pctl_flag");
+        m.anomalies += t("is_anomaly");
+    }
+    m
+}

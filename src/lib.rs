@@ -25,6 +25,7 @@ pub mod error;
 pub mod lake;
 pub mod landing;
 pub mod pipeline;
+pub mod quality;
 pub mod quarantine;
 pub mod report;
 pub mod silver;

@@ -10,7 +10,7 @@ use crate::silver::{DailyMetrics, SilverMetrics};
 use crate::{Error, Result};
 
 /// Timing of one stage.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct StageTiming {
     /// Stage name (`bronze`, ...).
     pub stage: String,
@@ -19,7 +19,7 @@ pub struct StageTiming {
 }
 
 /// Everything a run did, written as JSON and summarised on the terminal.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RunReport {
     /// Run id, also stamped on every row the run wrote.
     pub run_id: String,
@@ -118,9 +118,26 @@ impl RunReport {
                 c.set_cell_alignment(CellAlignment::Right);
             }
         }
+        let mut q = Table::new();
+        q.load_preset(UTF8_FULL_CONDENSED);
+        q.set_header(["rule that fired", "action", "violations", "pass %"]);
+        for o in self.silver.iter().flat_map(|m| &m.rules).filter(|o| o.violations > 0) {
+            let action = o.action.map_or("warn".to_string(), |a| format!("{a:?}").to_lowercase());
+            q.add_row(vec![
+                Cell::new(&o.rule),
+                Cell::new(action),
+                Cell::new(o.violations),
+                Cell::new(format!("{:.2}", o.pass_rate())),
+            ]);
+        }
+        for i in 2..4 {
+            if let Some(c) = q.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
         let d = &self.daily;
         format!(
-            "run {} — {} ms\n{t}\n{s}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})",
+            "run {} — {} ms\n{t}\n{s}\n{q}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})\n(`cloudlake quality` shows every rule with examples)",
             self.run_id, self.millis, d.rows, d.anomalies, d.zscore_flags, d.mad_flags, d.pctl_flags
         )
     }

@@ -86,7 +86,7 @@ pub fn source(name: &str) -> Option<&'static Source> {
 }
 
 /// What bronze did for one source in one run.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct BronzeMetrics {
     /// Source name.
     pub source: String,

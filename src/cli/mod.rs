@@ -3,6 +3,7 @@
 //! The only place `anyhow` is used. Errors print once as `cloudlake: <cause chain>` with exit
 //! code 2; a closed output pipe (`cloudlake sql ... | head`) exits 0.
 
+mod quality;
 mod run;
 mod sql;
 
@@ -55,6 +56,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run ad-hoc SQL over every lake table (bronze_*, silver_*, gold_*, quarantine_*)
     Sql(sql::SqlArgs),
+    /// Data-quality report of the latest run: per source and rule, counts, pass rate, examples
+    Quality(quality::QualityArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code.
@@ -72,6 +75,7 @@ pub fn main() -> ExitCode {
         match &cli.command {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Sql(args) => sql::run(&cli.global, args).await,
+            Command::Quality(args) => quality::run(&cli.global, args).await,
         }
     });
     match result {

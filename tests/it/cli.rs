@@ -88,3 +88,46 @@ fn help_explains_every_command() {
         assert!(help.contains(word), "{help}");
     }
 }
+
+#[test]
+fn quality_reports_rules_counts_and_examples() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = cloudlake()
+        .args(["run", "--landing"])
+        .arg(messy_landing())
+        .arg("--lake")
+        .arg(lake.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(summary.contains("usage_events.cost_not_negative"), "{summary}");
+
+    let out = cloudlake().arg("--lake").arg(lake.path()).args(["quality", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules = report["rules"].as_array().unwrap();
+    let find = |id: &str| rules.iter().find(|r| r["rule"] == id).unwrap_or_else(|| panic!("{id} missing"));
+    let malformed = find("bronze.malformed_json");
+    assert_eq!(
+        (malformed["source"].as_str(), malformed["violations"].as_u64()),
+        (Some("usage_events"), Some(1))
+    );
+    assert!(malformed["examples"][0].as_str().unwrap().starts_with("{\"event_id\": \"e6\""));
+    let version = find("usage_events.schema_version_known");
+    assert_eq!((version["action"].as_str(), version["violations"].as_u64()), (Some("quarantine"), Some(1)));
+    assert!(version["examples"][0].as_str().unwrap().contains("\"event_id\":\"e11\""));
+    let region = find("usage_events.region_known");
+    assert_eq!((region["action"].as_str(), region["violations"].as_u64()), (Some("warn"), Some(1)));
+    assert!(region["examples"][0].as_str().unwrap().contains("mars-north"));
+    assert!(find("usage_events.cost_present")["pass_rate"].as_f64().unwrap() == 100.0);
+
+    let out = cloudlake().arg("--lake").arg(lake.path()).arg("quality").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("usage_events.region_known — region is not a known region"), "{text}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = cloudlake().arg("--lake").arg(empty.path()).arg("quality").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("run `cloudlake run` first"));
+}

@@ -84,6 +84,8 @@ pub struct Settings {
     pub batch_bytes: u64,
     /// Silver rule overrides and anomaly thresholds.
     pub silver: SilverSettings,
+    /// Rebuild every gold mart even when only new events arrived (`run --full`).
+    pub full_refresh: bool,
 }
 
 impl Settings {
@@ -106,6 +108,7 @@ impl Settings {
             lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_bytes: batch_mb * 1024 * 1024,
             silver: SilverSettings { rule_actions: file.rules, anomaly: file.anomaly.unwrap_or_default() },
+            full_refresh: false,
         })
     }
 }

@@ -8,7 +8,7 @@
 //!    ▼                                        ──►  crate::quarantine
 //! silver   conformed, validated, enriched          crate::silver   (rules beside each table)
 //!    ▼
-//! gold     business marts                          (next stage)
+//! gold     business marts                          crate::gold     (one file per mart, reconcile)
 //!    ▼
 //! serving  Cassandra · REST API · dashboard · SQL
 //! ```
@@ -22,6 +22,7 @@
 pub mod bronze;
 pub mod config;
 pub mod error;
+pub mod gold;
 pub mod lake;
 pub mod landing;
 pub mod pipeline;

@@ -1,7 +1,7 @@
 //! `cloudlake run`: the whole pipeline once, as a library call.
 //!
 //! Bronze for every source (masters and all available events), then silver (rules, quarantine,
-//! daily features and anomalies). Gold and publishing come next, called from here in order.
+//! daily features and anomalies), then gold (full or incremental) and its reconciliation.
 
 use std::time::Instant;
 
@@ -10,9 +10,9 @@ use crate::config::Settings;
 use crate::lake::{self, Lake};
 use crate::landing::IngestMeta;
 use crate::report::{RunReport, StageTiming};
-use crate::silver;
 use crate::telemetry::Progress;
 use crate::{Error, Result};
+use crate::{gold, silver};
 
 /// A new run id: UTC start time plus a random suffix, sortable by time.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
@@ -71,6 +71,23 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     progress.done();
     stages.push(StageTiming { stage: "silver".into(), millis: silver_started.elapsed().as_millis() as u64 });
 
+    let gold_started = Instant::now();
+    progress.start("gold");
+    let events_only = bronze_metrics.iter().all(|m| m.source == "usage_events" || m.written == 0)
+        && bronze_metrics.iter().any(|m| m.source == "usage_events" && m.written > 0);
+    let mode = if !settings.full_refresh && events_only && gold::event_marts_exist(&lake) {
+        gold::Mode::Incremental {
+            run_id: meta.run_id.clone(),
+            window_days: settings.silver.anomaly.window_days,
+        }
+    } else {
+        gold::Mode::Full
+    };
+    let gold_metrics = gold::build(&ctx, &lake, &mode).await?;
+    let reconciliation = gold::reconcile::reconcile(&ctx, &lake).await?;
+    progress.done();
+    stages.push(StageTiming { stage: "gold".into(), millis: gold_started.elapsed().as_millis() as u64 });
+
     let report = RunReport {
         run_id: meta.run_id.clone(),
         started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -80,6 +97,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         bronze: bronze_metrics,
         silver,
         daily,
+        gold: gold_metrics,
+        reconciliation,
         stages,
     };
     report.write(&lake.runs_dir())?;
@@ -88,5 +107,5 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
 /// How many progress steps [`run`] takes.
 pub fn steps() -> u64 {
-    SOURCES.len() as u64 + 1
+    SOURCES.len() as u64 + 2
 }

@@ -37,6 +37,10 @@ pub struct RunReport {
     pub silver: Vec<SilverMetrics>,
     /// Daily features and anomaly flags.
     pub daily: DailyMetrics,
+    /// Per-mart gold figures.
+    pub gold: Vec<crate::gold::GoldMetrics>,
+    /// Reconciliation checks (all passed, or the run would have failed).
+    pub reconciliation: Vec<crate::gold::reconcile::Check>,
     /// Per-stage timings.
     pub stages: Vec<StageTiming>,
 }
@@ -135,9 +139,28 @@ impl RunReport {
                 c.set_cell_alignment(CellAlignment::Right);
             }
         }
+        let mut g = Table::new();
+        g.load_preset(UTF8_FULL_CONDENSED);
+        g.set_header(["gold mart", "refresh", "rows computed", "updated", "inserted", "ms"]);
+        for m in &self.gold {
+            g.add_row(vec![
+                Cell::new(&m.mart),
+                Cell::new(&m.refresh),
+                Cell::new(m.computed),
+                Cell::new(m.updated),
+                Cell::new(m.inserted),
+                Cell::new(m.millis),
+            ]);
+        }
+        for i in 2..6 {
+            if let Some(c) = g.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
         let d = &self.daily;
+        let reconciled = format!("reconciled: {} checks passed", self.reconciliation.len());
         format!(
-            "run {} — {} ms\n{t}\n{s}\n{q}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})\n(`cloudlake quality` shows every rule with examples)",
+            "run {} — {} ms\n{t}\n{s}\n{q}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})\n(`cloudlake quality` shows every rule with examples)\n{g}\n{reconciled}",
             self.run_id, self.millis, d.rows, d.anomalies, d.zscore_flags, d.mad_flags, d.pctl_flags
         )
     }

@@ -11,10 +11,14 @@ pub struct RunArgs {
     /// Print the run report as JSON instead of the summary table
     #[arg(long)]
     json: bool,
+    /// Rebuild every gold mart even if only new events arrived (after changing anomaly thresholds)
+    #[arg(long)]
+    full: bool,
 }
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
-    let settings = global.settings()?;
+    let mut settings = global.settings()?;
+    settings.full_refresh = args.full;
     let progress = Progress::new(pipeline::steps(), !global.quiet);
     let report = pipeline::run(&settings, &progress).await;
     progress.finish();

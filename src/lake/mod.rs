@@ -144,6 +144,54 @@ impl Lake {
         write.await.map_err(|e| Error::delta(qualified(layer, name), e))
     }
 
+    /// Upserts `batches` into a table on `keys`: matching rows are updated (every column),
+    /// others inserted. Returns (updated, inserted). The table must exist.
+    pub async fn merge(
+        &self,
+        ctx: &SessionContext,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        keys: &[&str],
+    ) -> Result<(u64, u64)> {
+        use datafusion::prelude::col;
+        let Some(schema) = batches.first().map(|b| b.schema()) else {
+            return Ok((0, 0));
+        };
+        let table = self.open(layer, name).await?.ok_or_else(|| {
+            Error::Internal(format!("merge into {} which does not exist", qualified(layer, name)))
+        })?;
+        let source = ctx.read_batches(batches)?;
+        let on = keys
+            .iter()
+            .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
+            .reduce(|a, b| a.and(b))
+            .ok_or_else(|| Error::Internal("merge without keys".into()))?;
+        let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let err = |e| Error::delta(qualified(layer, name), e);
+        let (_, metrics) = table
+            .merge(source, on)
+            .with_source_alias("source")
+            .with_target_alias("target")
+            .when_matched_update(|mut u| {
+                for c in columns.iter().filter(|c| !keys.contains(&c.as_str())) {
+                    u = u.update(c.as_str(), col(format!("source.{c}")));
+                }
+                u
+            })
+            .map_err(err)?
+            .when_not_matched_insert(|mut i| {
+                for c in &columns {
+                    i = i.set(c.as_str(), col(format!("source.{c}")));
+                }
+                i
+            })
+            .map_err(err)?
+            .await
+            .map_err(err)?;
+        Ok((metrics.num_target_rows_updated as u64, metrics.num_target_rows_inserted as u64))
+    }
+
     /// Appends the rows of `batches` whose `key` the table does not hold yet, keeping the first
     /// occurrence (by `order`) of a key repeated within `batches`. Returns the rows written.
     ///
@@ -218,18 +266,23 @@ impl Lake {
         Ok(out)
     }
 
+    /// Registers one table in `ctx` as `<layer>_<name>` (replacing any registration of that name).
+    pub async fn register(&self, ctx: &SessionContext, layer: Layer, name: &str) -> Result<bool> {
+        let Some(table) = self.open(layer, name).await? else { return Ok(false) };
+        table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let provider = table.table_provider().await?;
+        let sql_name = format!("{}_{}", layer.as_str(), name);
+        let _ = ctx.deregister_table(&sql_name)?;
+        ctx.register_table(&sql_name, provider)?;
+        Ok(true)
+    }
+
     /// Registers every table of the lake in `ctx` as `<layer>_<name>`; returns the names.
     pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<String>> {
         let mut names = Vec::new();
         for (layer, name) in self.tables()? {
-            if let Some(table) = self.open(layer, &name).await? {
-                table
-                    .update_datafusion_session(&ctx.state())
-                    .map_err(|e| Error::delta(qualified(layer, &name), e))?;
-                let provider = table.table_provider().await?;
-                let sql_name = format!("{}_{}", layer.as_str(), name);
-                ctx.register_table(&sql_name, provider)?;
-                names.push(sql_name);
+            if self.register(ctx, layer, &name).await? {
+                names.push(format!("{}_{}", layer.as_str(), name));
             }
         }
         Ok(names)

@@ -1,8 +1,9 @@
 //! `silver_usage_daily`: daily features per (org, usage_date, service) with the three anomaly
 //! scores of [`super::anomalies`], every score and flag kept.
 //!
-//! Features: cost_usd (exact decimal), requests, cpu_hours, storage_gb_hours (sums of `value`
-//! by metric), genai_tokens, carbon_kg, events. Aggregation runs in DataFusion; the trailing
+//! Features: cost_usd, requests, cpu_hours, storage_gb_hours (sums of `value` by metric),
+//! genai_tokens, carbon_kg, events. Every sum is an exact decimal (6 places), so the result does
+//! not depend on the order rows are added in: re-runs and incremental merges give identical marts. Aggregation runs in DataFusion; the trailing
 //! baseline statistics (medians, MAD, percentiles over a moving window) run in Rust.
 
 use std::sync::Arc;
@@ -22,11 +23,11 @@ use crate::bronze::MONEY_SCALE;
 pub const FEATURES_SQL: &str = "
     SELECT org_id, usage_date, service,
         CAST(sum(cost_usd) AS DECIMAL(18, 6)) AS cost_usd,
-        COALESCE(sum(CASE WHEN metric = 'requests' THEN value END), 0) AS requests,
-        COALESCE(sum(CASE WHEN metric = 'cpu_hours' THEN value END), 0) AS cpu_hours,
-        COALESCE(sum(CASE WHEN metric = 'storage_gb_hours' THEN value END), 0) AS storage_gb_hours,
+        CAST(COALESCE(sum(CASE WHEN metric = 'requests' THEN CAST(value AS DECIMAL(18, 6)) END), 0) AS DECIMAL(18, 6)) AS requests,
+        CAST(COALESCE(sum(CASE WHEN metric = 'cpu_hours' THEN CAST(value AS DECIMAL(18, 6)) END), 0) AS DECIMAL(18, 6)) AS cpu_hours,
+        CAST(COALESCE(sum(CASE WHEN metric = 'storage_gb_hours' THEN CAST(value AS DECIMAL(18, 6)) END), 0) AS DECIMAL(18, 6)) AS storage_gb_hours,
         COALESCE(sum(genai_tokens), 0) AS genai_tokens,
-        COALESCE(sum(carbon_kg), 0) AS carbon_kg,
+        CAST(COALESCE(sum(CAST(carbon_kg AS DECIMAL(18, 6))), 0) AS DECIMAL(18, 6)) AS carbon_kg,
         count(*) AS events
     FROM silver_usage_events
     GROUP BY org_id, usage_date, service

@@ -125,7 +125,7 @@ fn select() -> String {
             o.org_name, o.industry, o.plan_tier, o.hq_region,
             r.service AS resource_service, r.region AS resource_region, r.state AS resource_state,
             r.created_at AS resource_created_at, r.org_id AS resource_org_id,
-            e.extra_json, e.source_file, e.source_line, e.record_hash,
+            e.extra_json, e.run_id AS ingest_run_id, e.source_file, e.source_line, e.record_hash,
             o.org_id IS NOT NULL AS __org_known, r.resource_id IS NOT NULL AS __resource_known,
             {service_known} AS __service_known, {region_known} AS __region_known, {metric_known} AS __metric_known
         FROM bronze_usage_events e

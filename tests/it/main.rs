@@ -2,6 +2,7 @@
 
 mod bronze;
 mod cli;
+mod gold;
 mod silver;
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ pub async fn run_with(
         lake: lake.to_path_buf(),
         batch_bytes: 64 * 1024 * 1024,
         silver,
+        full_refresh: false,
     };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }
@@ -83,4 +85,22 @@ pub async fn sql_csv(lake: &Path, q: &str) -> String {
     let mut out = Vec::new();
     cloudlake::sql::write_batches(&sql(lake, q).await, cloudlake::sql::OutputFormat::Csv, &mut out).unwrap();
     String::from_utf8(out).unwrap()
+}
+
+/// Asserts two long texts are equal, printing only the first line that differs.
+#[track_caller]
+pub fn assert_same_text(actual: &str, expected: &str) {
+    if actual == expected {
+        return;
+    }
+    let (a, e): (Vec<&str>, Vec<&str>) = (actual.lines().collect(), expected.lines().collect());
+    let i = a.iter().zip(&e).position(|(x, y)| x != y).unwrap_or(a.len().min(e.len()));
+    panic!(
+        "texts differ at line {} of {}/{}:\n  actual:   {}\n  expected: {}",
+        i + 1,
+        a.len(),
+        e.len(),
+        a.get(i).unwrap_or(&"<end>"),
+        e.get(i).unwrap_or(&"<end>")
+    );
 }

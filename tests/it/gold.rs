@@ -1,0 +1,146 @@
+//! Gold: marts over the real data, reconciliation, idempotency, incremental = full rebuild.
+
+use std::path::Path;
+
+use crate::{assert_same_text, copy_dir, real_landing, run, sql_i64, sql_text};
+
+async fn dump_gold(lake: &Path) -> String {
+    let mut s = String::new();
+    for (mart, order) in [
+        ("org_daily_usage_by_service", "org_id, usage_date, service"),
+        ("cost_anomaly_mart", "org_id, usage_date, service"),
+        ("genai_tokens_by_org_date", "org_id, usage_date"),
+        ("revenue_by_org_month", "org_id, month"),
+        ("tickets_by_org_date", "org_id, ticket_date, severity"),
+        ("org_health", "org_id"),
+    ] {
+        s += &format!("== {mart}\n");
+        s += &sql_text(lake, &format!("SELECT * FROM gold_{mart} ORDER BY {order}")).await;
+    }
+    s
+}
+
+#[tokio::test]
+async fn marts_over_the_real_data_reconcile_to_the_cent() {
+    let lake = tempfile::tempdir().unwrap();
+    let p = lake.path();
+    let r = run(&real_landing(), p).await.unwrap();
+    let rows: Vec<(&str, u64)> = r.gold.iter().map(|m| (m.mart.as_str(), m.computed)).collect();
+    // Expected grains, counted independently over the raw files.
+    assert_eq!(
+        rows,
+        vec![
+            ("org_daily_usage_by_service", 11_050),
+            ("cost_anomaly_mart", 11_050),
+            ("genai_tokens_by_org_date", 1_131),
+            ("revenue_by_org_month", 240),
+            ("tickets_by_org_date", 984),
+            ("org_health", 80),
+        ]
+    );
+    assert!(r.reconciliation.iter().all(|c| c.ok()) && r.reconciliation.len() == 7);
+    // Total cost = the sum of valid silver event costs, exactly (148,351.5759 by Python's Decimal).
+    assert_eq!(
+        sql_i64(p, "SELECT CAST(sum(cost_usd) * 10000 AS BIGINT) FROM gold_org_daily_usage_by_service").await,
+        1_483_515_759
+    );
+    assert_eq!(sql_i64(p, "SELECT sum(total_tokens) FROM gold_genai_tokens_by_org_date").await, 2_545_481);
+    assert_eq!(sql_i64(p, "SELECT sum(tickets) FROM gold_tickets_by_org_date").await, 1_000);
+    assert_eq!(
+        sql_i64(p, "SELECT sum(tickets) FROM gold_tickets_by_org_date WHERE severity = 'critical'").await,
+        56
+    );
+    assert_eq!(
+        sql_i64(p, "SELECT sum(sla_breaches) FROM gold_tickets_by_org_date WHERE severity = 'critical'")
+            .await,
+        2
+    );
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM gold_revenue_by_org_month WHERE revenue_usd <> subtotal_usd - credits_usd + taxes_usd").await, 0);
+    assert_eq!(
+        sql_i64(p, "SELECT CAST(sum(revenue_usd) * 1000000 AS BIGINT) FROM gold_revenue_by_org_month").await,
+        164_293_062_232
+    );
+    assert_eq!(
+        sql_i64(
+            p,
+            "SELECT count(*) FROM gold_revenue_by_org_month WHERE currency = 'USD' AND fx_rate_to_usd <> 1"
+        )
+        .await,
+        0
+    );
+    // Anomalous events only on anomalous days; org attributes on every row.
+    assert_eq!(
+        sql_i64(p, "SELECT count(*) FROM gold_org_daily_usage_by_service g JOIN gold_cost_anomaly_mart a USING (org_id, usage_date, service)
+                    WHERE (a.is_anomaly AND g.anomalous_events <> g.events) OR (NOT a.is_anomaly AND g.anomalous_events <> 0)").await,
+        0
+    );
+    assert_eq!(
+        sql_i64(
+            p,
+            "SELECT count(*) FROM gold_org_daily_usage_by_service WHERE org_name IS NULL OR plan_tier IS NULL"
+        )
+        .await,
+        0
+    );
+    // cost_per_million_tokens = cost / tokens × 1e6.
+    assert_eq!(
+        sql_i64(p, "SELECT count(*) FROM gold_genai_tokens_by_org_date WHERE total_tokens > 0
+                    AND abs(CAST(cost_per_million_tokens AS DOUBLE) - CAST(genai_cost_usd AS DOUBLE) * 1e6 / total_tokens) > 0.000001").await,
+        0
+    );
+    // Org health: reference date = latest usage date; churn risk within 0..100.
+    assert_eq!(sql_i64(p, "SELECT count(DISTINCT reference_date) FROM gold_org_health").await, 1);
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM gold_org_health WHERE churn_risk < 0 OR churn_risk > 100 OR churn_risk IS NULL").await, 0);
+    assert_eq!(
+        sql_i64(p, "SELECT CAST(sum(cost_last_30d_usd) * 10000 AS BIGINT) FROM gold_org_health").await,
+        sql_i64(p, "SELECT CAST(sum(cost_usd) * 10000 AS BIGINT) FROM gold_org_daily_usage_by_service WHERE usage_date > (SELECT max(usage_date) FROM gold_org_daily_usage_by_service) - INTERVAL '30 days'").await
+    );
+
+    // Re-running over the same input leaves every mart identical.
+    let before = dump_gold(p).await;
+    run(&real_landing(), p).await.unwrap();
+    assert_same_text(&dump_gold(p).await, &before);
+}
+
+#[tokio::test]
+async fn new_event_files_merge_only_touched_keys_and_equal_a_full_rebuild() {
+    // First delivery: 100 of the 120 event files. The rest arrive later; since every file spans
+    // the whole period, they touch old days too (late data).
+    let landing = tempfile::tempdir().unwrap();
+    copy_dir(&real_landing(), landing.path());
+    let held = tempfile::tempdir().unwrap();
+    let ev = landing.path().join("usage_events_stream");
+    for i in 100..120 {
+        let name = format!("events_part_{i:04}.jsonl");
+        std::fs::rename(ev.join(&name), held.path().join(&name)).unwrap();
+    }
+    let lake = tempfile::tempdir().unwrap();
+    let first = run(landing.path(), lake.path()).await.unwrap();
+    assert!(first.gold.iter().all(|m| m.refresh == "full"));
+
+    for i in 100..120 {
+        let name = format!("events_part_{i:04}.jsonl");
+        std::fs::rename(held.path().join(&name), ev.join(&name)).unwrap();
+    }
+    let second = run(landing.path(), lake.path()).await.unwrap();
+    let refresh: Vec<(&str, &str)> =
+        second.gold.iter().map(|m| (m.mart.as_str(), m.refresh.as_str())).collect();
+    assert_eq!(
+        refresh,
+        vec![
+            ("org_daily_usage_by_service", "merge"),
+            ("cost_anomaly_mart", "merge"),
+            ("genai_tokens_by_org_date", "merge"),
+            ("revenue_by_org_month", "unchanged"),
+            ("tickets_by_org_date", "unchanged"),
+            ("org_health", "full"),
+        ]
+    );
+    let daily = &second.gold[0];
+    assert!(daily.computed > 0 && daily.computed < 11_050, "{daily:?}");
+    assert_eq!(daily.updated + daily.inserted, daily.computed);
+
+    let full = tempfile::tempdir().unwrap();
+    run(&real_landing(), full.path()).await.unwrap();
+    assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full.path()).await);
+}

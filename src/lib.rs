@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod quality;
 pub mod quarantine;
 pub mod report;
+pub mod serving;
 pub mod silver;
 pub mod sql;
 pub mod telemetry;

@@ -11,7 +11,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `verbose` raises the default level to `info` on terminals.
 pub fn init(verbose: bool) {
-    let default = if std::io::stderr().is_terminal() && !verbose { "warn" } else { "info" };
+    // Dependencies (delta-rs logs every commit at INFO) stay at warnings unless asked.
+    let default = if std::io::stderr().is_terminal() && !verbose { "warn" } else { "warn,cloudlake=info" };
     let filter = EnvFilter::try_from_env("CLOUDLAKE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(default))
         // delta-rs's kernel logs an ERROR when a table is created in an empty folder; it is not one.
@@ -19,6 +20,7 @@ pub fn init(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

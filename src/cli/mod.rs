@@ -3,7 +3,9 @@
 //! The only place `anyhow` is used. Errors print once as `cloudlake: <cause chain>` with exit
 //! code 2; a closed output pipe (`cloudlake sql ... | head`) exits 0.
 
+mod maintain;
 mod quality;
+mod query;
 mod run;
 mod sql;
 
@@ -56,6 +58,10 @@ enum Command {
     Run(run::RunArgs),
     /// Run ad-hoc SQL over every lake table (bronze_*, silver_*, gold_*, quarantine_*)
     Sql(sql::SqlArgs),
+    /// The five dashboard queries (daily-usage, top-services, critical-tickets, revenue, genai-tokens)
+    Query(query::QueryArgs),
+    /// Compact small files and vacuum files old versions no longer need, in every table
+    Maintain(maintain::MaintainArgs),
     /// Data-quality report of the latest run: per source and rule, counts, pass rate, examples
     Quality(quality::QualityArgs),
 }
@@ -76,6 +82,8 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Sql(args) => sql::run(&cli.global, args).await,
             Command::Quality(args) => quality::run(&cli.global, args).await,
+            Command::Query(args) => query::run(&cli.global, args).await,
+            Command::Maintain(args) => maintain::run(&cli.global, args).await,
         }
     });
     match result {

@@ -28,6 +28,34 @@ pub async fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     } else {
         println!("{}", report.summary());
         println!("report: {}", settings.lake.join("_runs").join(format!("{}.json", report.run_id)).display());
+        print_sample_answers(&settings).await?;
+    }
+    Ok(())
+}
+
+/// A short answer to each dashboard query, for the org with the highest 30-day cost.
+async fn print_sample_answers(settings: &cloudlake::config::Settings) -> anyhow::Result<()> {
+    use cloudlake::lake::Lake;
+    use cloudlake::serving::{QueryName, QueryParams, lake};
+    let lake_ = Lake::new(&settings.lake)?;
+    let Some(org) = lake::busiest_org(&lake_).await? else { return Ok(()) };
+    println!(
+        "\nDashboard queries (org {org}, the highest 30-day cost; `cloudlake query NAME --help` for more):"
+    );
+    for name in QueryName::ALL {
+        let params = QueryParams { org: Some(org.clone()), top: Some(3), ..Default::default() };
+        let batches = lake::query(&lake_, name, &params).await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        // The latest three rows: most queries are ordered by date.
+        println!("\n{} ({} rows{})", name.as_str(), rows, if rows > 3 { ", latest 3" } else { "" });
+        let Some(first) = batches.first() else { continue };
+        let tail = if name == QueryName::TopServices {
+            batches
+        } else {
+            let all = datafusion::arrow::compute::concat_batches(&first.schema(), &batches)?;
+            vec![all.slice(all.num_rows().saturating_sub(3), all.num_rows().min(3))]
+        };
+        println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&tail)?);
     }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! quarantine share: *append the rows whose key the table does not hold yet*
 //! ([`Lake::append_new_rows`]), which makes re-runs and replays idempotent.
 
+pub mod maintain;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -131,3 +131,80 @@ fn quality_reports_rules_counts_and_examples() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8(out.stderr).unwrap().contains("run `cloudlake run` first"));
 }
+
+#[test]
+fn query_answers_the_five_dashboard_questions_and_maintain_keeps_the_data() {
+    let lake = tempfile::tempdir().unwrap();
+    let out = cloudlake()
+        .args(["run", "--landing"])
+        .arg(crate::real_landing())
+        .arg("--lake")
+        .arg(lake.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary = String::from_utf8(out.stdout).unwrap();
+    for q in ["daily-usage (", "top-services (", "critical-tickets (", "revenue (", "genai-tokens ("] {
+        assert!(summary.contains(q), "run prints a short answer to {q}: {summary}");
+    }
+    let query = |args: &[&str]| {
+        let out = cloudlake().arg("--lake").arg(lake.path()).arg("query").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    };
+    // Values checked against the raw files: org_pbhsahxt's August 2025 invoice is 2048.95 USD
+    // subtotal, 25.93 credits, 430.28 taxes.
+    let (code, csv, _) =
+        query(&["revenue", "--org", "org_pbhsahxt", "--from", "2025-08-01", "--format", "csv"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        csv,
+        "month,subtotal_usd,credits_usd,taxes_usd,revenue_usd,invoices\n2025-08-01,2048.950000,25.930000,430.280000,2453.300000,1\n"
+    );
+    let (_, csv, _) = query(&["top-services", "--org", "org_pbhsahxt", "--top", "2", "-f", "csv"]);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("rank,service,cost_usd,requests\n1,"), "{csv}");
+    let (_, csv, _) = query(&["critical-tickets", "-f", "csv"]);
+    let critical: u64 =
+        csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap()).sum();
+    assert!(critical > 0 && critical <= 56, "{csv}");
+    let (_, json, _) =
+        query(&["genai-tokens", "--org", "org_pbhsahxt", "--from", "2025-08-31", "--format", "json"]);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    let (_, csv, _) = query(&[
+        "daily-usage",
+        "--org",
+        "org_pbhsahxt",
+        "--service",
+        "compute",
+        "--from",
+        "2025-08-30",
+        "--to",
+        "2025-08-31",
+        "-f",
+        "csv",
+    ]);
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    // Bad input: one sentence, exit 2.
+    for (args, msg) in [
+        (vec!["daily-usage"], "daily-usage needs --org ID"),
+        (vec!["revenue", "--org", "org_nope"], "unknown org \"org_nope\""),
+        (vec!["revenue", "--from", "2025-09-01", "--to", "2025-08-01"], "is after --to"),
+    ] {
+        let (code, _, err) = query(&args);
+        assert_eq!(code, Some(2), "{args:?}");
+        assert!(err.starts_with("cloudlake: ") && err.contains(msg), "{err}");
+    }
+
+    // Maintenance compacts and vacuums without changing a single row.
+    let before = query(&["revenue", "-f", "csv"]).1;
+    let out = cloudlake()
+        .arg("--lake")
+        .arg(lake.path())
+        .args(["maintain", "--retain-hours", "0"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("gold/revenue_by_org_month"));
+    assert_eq!(query(&["revenue", "-f", "csv"]).1, before);
+}

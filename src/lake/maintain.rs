@@ -1,0 +1,48 @@
+//! Table maintenance: compaction of small files and vacuum of files old versions no longer need.
+//!
+//! Micro-batches and merges leave many small Parquet files; [`maintain`] rewrites each table's
+//! small files into larger ones (delta-rs `optimize`, bin-packing, a new table version with the
+//! same rows) and then deletes files that no version within the retention period references
+//! (`vacuum`). Time travel to versions older than the retention is given up, by design.
+
+use serde::Serialize;
+
+use super::{Lake, qualified};
+use crate::{Error, Result};
+
+/// What maintenance did to one table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MaintainMetrics {
+    /// `layer/name`.
+    pub table: String,
+    /// Files written by compaction.
+    pub files_added: u64,
+    /// Files compacted away (still on disk until vacuumed).
+    pub files_removed: u64,
+    /// Files deleted by vacuum.
+    pub files_vacuumed: u64,
+}
+
+/// Compacts and vacuums every table of the lake, keeping files younger than `retain_hours`.
+pub async fn maintain(lake: &Lake, retain_hours: u64) -> Result<Vec<MaintainMetrics>> {
+    let mut out = Vec::new();
+    for (layer, name) in lake.tables()? {
+        let Some(table) = lake.open(layer, &name).await? else { continue };
+        let q = qualified(layer, &name);
+        let (table, optimized) = table.optimize().await.map_err(|e| Error::delta(&q, e))?;
+        let retention = chrono::Duration::hours(i64::try_from(retain_hours).unwrap_or(i64::MAX / 3_600_000));
+        let (_, vacuumed) = table
+            .vacuum()
+            .with_retention_period(retention)
+            .with_enforce_retention_duration(false)
+            .await
+            .map_err(|e| Error::delta(&q, e))?;
+        out.push(MaintainMetrics {
+            table: q,
+            files_added: optimized.num_files_added,
+            files_removed: optimized.num_files_removed,
+            files_vacuumed: vacuumed.files_deleted.len() as u64,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,139 @@
+//! The five dashboard queries: names, parameters and what they answer.
+//!
+//! | name | question | parameters |
+//! |---|---|---|
+//! | `daily-usage` | cost and requests per day for an org (and service) over a date range | `--org` (required), `--service`, `--from`, `--to` |
+//! | `top-services` | top N services by cost for an org over the last 14 days | `--org` (required), `--top` (5), `--to` |
+//! | `critical-tickets` | critical tickets and SLA breach rate per day over the last 30 days | `--org`, `--to` |
+//! | `revenue` | monthly revenue with credits and taxes, in USD | `--org`, `--from`, `--to` |
+//! | `genai-tokens` | GenAI tokens and estimated cost per day | `--org`, `--from`, `--to` |
+//!
+//! "Last N days" ends at the reference date: `--to` when given, else the latest date in the data.
+//! Without `--org`, the org-optional queries sum over every org.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// One of the five queries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryName {
+    /// Cost and requests per day for an org and service over a date range.
+    DailyUsage,
+    /// Top N services by cost for an org over the last 14 days.
+    TopServices,
+    /// Critical tickets and SLA breach rate per day over the last 30 days.
+    CriticalTickets,
+    /// Monthly revenue with credits and taxes, in USD.
+    Revenue,
+    /// GenAI tokens and estimated cost per day.
+    GenaiTokens,
+}
+
+impl QueryName {
+    /// Every query, in SPEC order.
+    pub const ALL: [QueryName; 5] = [
+        QueryName::DailyUsage,
+        QueryName::TopServices,
+        QueryName::CriticalTickets,
+        QueryName::Revenue,
+        QueryName::GenaiTokens,
+    ];
+
+    /// The CLI and API name (`daily-usage`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueryName::DailyUsage => "daily-usage",
+            QueryName::TopServices => "top-services",
+            QueryName::CriticalTickets => "critical-tickets",
+            QueryName::Revenue => "revenue",
+            QueryName::GenaiTokens => "genai-tokens",
+        }
+    }
+
+    /// Whether `--org` is required.
+    pub fn needs_org(self) -> bool {
+        matches!(self, QueryName::DailyUsage | QueryName::TopServices)
+    }
+}
+
+/// Parameters of a query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueryParams {
+    /// Organisation id.
+    pub org: Option<String>,
+    /// Service (daily-usage only).
+    pub service: Option<String>,
+    /// First date included.
+    pub from: Option<NaiveDate>,
+    /// Last date included; also the reference date of "last N days".
+    pub to: Option<NaiveDate>,
+    /// How many rows for top-N queries.
+    pub top: Option<usize>,
+}
+
+/// Default N of top-services.
+pub const DEFAULT_TOP: usize = 5;
+/// Largest N accepted.
+pub const MAX_TOP: usize = 1000;
+
+impl QueryParams {
+    /// Checks the parameters for `name`: one clear sentence when something is wrong.
+    pub fn validate(&self, name: QueryName) -> Result<()> {
+        if name.needs_org() && self.org.is_none() {
+            return Err(Error::Usage(format!("{} needs --org ID", name.as_str())));
+        }
+        for (what, v) in [("org", &self.org), ("service", &self.service)] {
+            if let Some(v) = v
+                && (v.is_empty()
+                    || v.len() > 64
+                    || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            {
+                return Err(Error::Usage(format!(
+                    "{what} {v:?} is not a valid id (letters, digits, '_' or '-', at most 64)"
+                )));
+            }
+        }
+        if let (Some(f), Some(t)) = (self.from, self.to)
+            && f > t
+        {
+            return Err(Error::Usage(format!("--from {f} is after --to {t}")));
+        }
+        if let Some(n) = self.top
+            && (n == 0 || n > MAX_TOP)
+        {
+            return Err(Error::Usage(format!("--top must be between 1 and {MAX_TOP}")));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a date given as `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_problem() {
+        let p = QueryParams::default();
+        assert_eq!(p.validate(QueryName::DailyUsage).unwrap_err().to_string(), "daily-usage needs --org ID");
+        assert!(p.validate(QueryName::Revenue).is_ok());
+        let bad = QueryParams { org: Some("x'; DROP".into()), ..Default::default() };
+        assert!(bad.validate(QueryName::Revenue).unwrap_err().to_string().contains("not a valid id"));
+        let range = QueryParams {
+            from: parse_date("2025-08-02").ok(),
+            to: parse_date("2025-08-01").ok(),
+            ..Default::default()
+        };
+        assert!(range.validate(QueryName::Revenue).is_err());
+        let top = QueryParams { org: Some("o".into()), top: Some(0), ..Default::default() };
+        assert!(top.validate(QueryName::TopServices).is_err());
+        assert!(parse_date("2025-13-01").is_err());
+    }
+}

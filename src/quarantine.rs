@@ -84,7 +84,6 @@ pub async fn write(
     source: &str,
     batches: Vec<RecordBatch>,
 ) -> Result<u64> {
-    let spec =
-        DedupSpec { key: &[RULE_ID, RECORD_HASH], order: &[SOURCE_FILE, SOURCE_LINE], partitions: &[] };
+    let spec = DedupSpec { key: &[RULE_ID, RECORD_HASH], partitions: &[] };
     lake.append_new_rows(ctx, Layer::Quarantine, source, batches, &spec).await
 }

@@ -34,7 +34,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use crate::lake::{DedupSpec, Lake, Layer};
-use crate::landing::{self, Column, IngestMeta, Landed, RECORD_HASH, SOURCE_FILE, SOURCE_LINE};
+use crate::landing::{self, Column, IngestMeta, Landed, RECORD_HASH};
 use crate::{Error, Result, quarantine};
 
 /// Fractional digits of money columns (micro-units: "to the cent and below").
@@ -300,7 +300,7 @@ async fn write_rows(
         key.push(RECORD_HASH);
     }
     let partitions: Vec<&str> = source.date_partition.map(|(_, to)| to).into_iter().collect();
-    let spec = DedupSpec { key: &key, order: &[SOURCE_FILE, SOURCE_LINE], partitions: &partitions };
+    let spec = DedupSpec { key: &key, partitions: &partitions };
     lake.append_new_rows(ctx, Layer::Bronze, source.name, batches, &spec).await
 }
 

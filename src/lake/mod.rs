@@ -195,11 +195,14 @@ impl Lake {
     }
 
     /// Appends the rows of `batches` whose `key` the table does not hold yet, keeping the first
-    /// occurrence (by `order`) of a key repeated within `batches`. Returns the rows written.
+    /// occurrence (in input order) of a key repeated within `batches`. Returns the rows written.
     ///
     /// This is how bronze dedups across files, replays and runs: the check runs against the
     /// committed table, so re-running over the same input writes nothing and leaves the table
-    /// at the same version.
+    /// at the same version. Within the batch, dedup is a hash set over Arrow's row format of the
+    /// key (light: DataFusion's `DISTINCT ON` keeps an ordered accumulator per column and group);
+    /// against the table it is a DataFusion anti-join that hashes the incoming side, so memory
+    /// follows the micro-batch, not the table.
     pub async fn append_new_rows(
         &self,
         ctx: &SessionContext,
@@ -208,42 +211,36 @@ impl Lake {
         batches: Vec<RecordBatch>,
         spec: &DedupSpec<'_>,
     ) -> Result<u64> {
-        let DedupSpec { key, order, partitions } = *spec;
+        let DedupSpec { key, partitions } = *spec;
+        let batches = first_per_key(batches, key)?;
         let Some(schema) = batches.first().map(|b| b.schema()) else {
             return Ok(0);
         };
-        let incoming = format!("__incoming_{}_{}", layer.as_str(), name);
-        let existing = format!("__existing_{}_{}", layer.as_str(), name);
-        ctx.register_table(&incoming, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
-        let keys = key.iter().map(|k| format!("i.\"{k}\"")).collect::<Vec<_>>().join(", ");
-        let order_by = key
-            .iter()
-            .map(|k| format!("i.\"{k}\""))
-            .chain(order.iter().map(|o| format!("i.\"{o}\"")))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let anti = match self.open(layer, name).await? {
+        let new_rows = match self.open(layer, name).await? {
+            None => batches,
             Some(table) => {
+                let incoming = format!("__incoming_{}_{}", layer.as_str(), name);
+                let existing = format!("__existing_{}_{}", layer.as_str(), name);
                 table
                     .update_datafusion_session(&ctx.state())
                     .map_err(|e| Error::delta(qualified(layer, name), e))?;
-                let provider = table.table_provider().await?;
-                ctx.register_table(&existing, provider)?;
+                ctx.register_table(&existing, table.table_provider().await?)?;
+                ctx.register_table(&incoming, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
                 let on =
                     key.iter().map(|k| format!("e.\"{k}\" = i.\"{k}\"")).collect::<Vec<_>>().join(" AND ");
-                format!("WHERE NOT EXISTS (SELECT 1 FROM \"{existing}\" e WHERE {on})")
+                let sql = format!(
+                    "SELECT i.* FROM \"{incoming}\" i WHERE NOT EXISTS (SELECT 1 FROM \"{existing}\" e WHERE {on})"
+                );
+                let result = match ctx.sql(&sql).await {
+                    Ok(df) => df.collect().await,
+                    Err(e) => Err(e),
+                };
+                ctx.deregister_table(&incoming)?;
+                ctx.deregister_table(&existing)?;
+                result?
             }
-            None => String::new(),
         };
-        let sql = format!("SELECT DISTINCT ON ({keys}) i.* FROM \"{incoming}\" i {anti} ORDER BY {order_by}");
-        let result = ctx.sql(&sql).await;
-        let new_rows = match result {
-            Ok(df) => df.collect().await,
-            Err(e) => Err(e),
-        };
-        ctx.deregister_table(&incoming)?;
-        ctx.deregister_table(&existing)?;
-        let new_rows: Vec<RecordBatch> = new_rows?.into_iter().filter(|b| b.num_rows() > 0).collect();
+        let new_rows: Vec<RecordBatch> = new_rows.into_iter().filter(|b| b.num_rows() > 0).collect();
         let written: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         if written > 0 {
             self.append(layer, name, new_rows, partitions).await?;
@@ -295,9 +292,8 @@ impl Lake {
 #[derive(Debug, Clone, Copy)]
 pub struct DedupSpec<'a> {
     /// Columns whose values identify a row (the natural key, maybe with the content hash).
+    /// Within one batch the first row of a key, in input order (lineage: file, line), wins.
     pub key: &'a [&'a str],
-    /// Within one batch, the first row by these columns wins (lineage: file, line).
-    pub order: &'a [&'a str],
     /// Partition columns, used when the table is created.
     pub partitions: &'a [&'a str],
 }
@@ -311,4 +307,33 @@ pub fn qualified(layer: Layer, name: &str) -> String {
 pub fn session() -> SessionContext {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads))
+}
+
+/// Keeps the first row of each `key` value, in input order.
+fn first_per_key(batches: Vec<RecordBatch>, key: &[&str]) -> Result<Vec<RecordBatch>> {
+    use datafusion::arrow::array::BooleanArray;
+    use datafusion::arrow::compute::filter_record_batch;
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let Some(first) = batches.first() else { return Ok(batches) };
+    let schema = first.schema();
+    let indices: Vec<usize> = key
+        .iter()
+        .map(|k| schema.index_of(k).map_err(|_| Error::Internal(format!("dedup key {k} is not a column"))))
+        .collect::<Result<_>>()?;
+    let converter = RowConverter::new(
+        indices.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
+    )?;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let columns: Vec<_> = indices.iter().map(|i| batch.column(*i).clone()).collect();
+        let rows = converter.convert_columns(&columns)?;
+        let keep: BooleanArray = rows.iter().map(|r| Some(seen.insert(r.owned()))).collect();
+        out.push(if keep.true_count() == batch.num_rows() {
+            batch
+        } else {
+            filter_record_batch(&batch, &keep)?
+        });
+    }
+    Ok(out)
 }

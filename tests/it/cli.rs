@@ -10,18 +10,17 @@ fn cloudlake() -> Command {
     c
 }
 
+/// Runs `cloudlake run` and returns its standard output; fails the test on a non-zero exit.
+fn run_ok(landing: &std::path::Path, lake: &std::path::Path) -> String {
+    let out = cloudlake().arg("run").arg("--landing").arg(landing).arg("--lake").arg(lake).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn run_then_sql_in_every_format() {
     let lake = tempfile::tempdir().unwrap();
-    let out = cloudlake()
-        .args(["run", "--landing"])
-        .arg(messy_landing())
-        .arg("--lake")
-        .arg(lake.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = run_ok(&messy_landing(), lake.path());
     assert!(stdout.contains("usage_events"), "{stdout}");
     assert!(stdout.contains("report: "), "{stdout}");
 
@@ -92,15 +91,7 @@ fn help_explains_every_command() {
 #[test]
 fn quality_reports_rules_counts_and_examples() {
     let lake = tempfile::tempdir().unwrap();
-    let out = cloudlake()
-        .args(["run", "--landing"])
-        .arg(messy_landing())
-        .arg("--lake")
-        .arg(lake.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = String::from_utf8(out.stdout).unwrap();
+    let summary = run_ok(&messy_landing(), lake.path());
     assert!(summary.contains("usage_events.cost_not_negative"), "{summary}");
 
     let out = cloudlake().arg("--lake").arg(lake.path()).args(["quality", "--json"]).output().unwrap();
@@ -135,15 +126,7 @@ fn quality_reports_rules_counts_and_examples() {
 #[test]
 fn query_answers_the_five_dashboard_questions_and_maintain_keeps_the_data() {
     let lake = tempfile::tempdir().unwrap();
-    let out = cloudlake()
-        .args(["run", "--landing"])
-        .arg(crate::real_landing())
-        .arg("--lake")
-        .arg(lake.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let summary = String::from_utf8(out.stdout).unwrap();
+    let summary = run_ok(&crate::real_landing(), lake.path());
     for q in ["daily-usage (", "top-services (", "critical-tickets (", "revenue (", "genai-tokens ("] {
         assert!(summary.contains(q), "run prints a short answer to {q}: {summary}");
     }

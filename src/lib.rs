@@ -22,6 +22,7 @@
 pub mod bronze;
 pub mod config;
 pub mod error;
+pub mod generate;
 pub mod gold;
 pub mod lake;
 pub mod landing;

@@ -3,6 +3,7 @@
 //! The only place `anyhow` is used. Errors print once as `cloudlake: <cause chain>` with exit
 //! code 2; a closed output pipe (`cloudlake sql ... | head`) exits 0.
 
+mod generate;
 mod maintain;
 mod quality;
 mod query;
@@ -60,6 +61,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// The five dashboard queries (daily-usage, top-services, critical-tickets, revenue, genai-tokens)
     Query(query::QueryArgs),
+    /// Write synthetic landing data with the bundled dataset's shape and flaws, N times its size
+    Generate(generate::GenerateArgs),
     /// Compact small files and vacuum files old versions no longer need, in every table
     Maintain(maintain::MaintainArgs),
     /// Data-quality report of the latest run: per source and rule, counts, pass rate, examples
@@ -84,6 +87,7 @@ pub fn main() -> ExitCode {
             Command::Quality(args) => quality::run(&cli.global, args).await,
             Command::Query(args) => query::run(&cli.global, args).await,
             Command::Maintain(args) => maintain::run(&cli.global, args).await,
+            Command::Generate(args) => generate::run(args).await,
         }
     });
     match result {

@@ -96,6 +96,8 @@ impl Settings {
         if batch_mb == 0 {
             return Err(Error::Config("batch_mb must be at least 1".into()));
         }
+        let anomaly = file.anomaly.unwrap_or_default();
+        anomaly.validate().map_err(Error::Config)?;
         let known: Vec<&str> =
             crate::silver::TABLES.iter().flat_map(|t| t.rules.iter().map(|r| r.id)).collect();
         if let Some(unknown) = file.rules.keys().find(|k| !known.contains(&k.as_str())) {
@@ -107,7 +109,7 @@ impl Settings {
             landing: landing.or(file.landing).unwrap_or_else(|| DEFAULT_LANDING.into()),
             lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_bytes: batch_mb * 1024 * 1024,
-            silver: SilverSettings { rule_actions: file.rules, anomaly: file.anomaly.unwrap_or_default() },
+            silver: SilverSettings { rule_actions: file.rules, anomaly },
             full_refresh: false,
         })
     }

@@ -4,7 +4,11 @@
 //! 1. *Expected* errors: the caller or the environment is at fault (a landing file is missing, a
 //!    config key is misspelt, a SQL statement does not parse). Their message names the thing,
 //!    the place and, where possible, the fix.
-//! 2. [`Error::Internal`]: an invariant of cloudlake itself broke. That is a bug in cloudlake,
+//! 2. [`Error::Internal`]: an invariant of cloudlake itself broke.
+//!
+//! Wrapped errors keep their cause as `source()` and do not repeat it in their own message: the
+//! CLI prints the whole chain once, `cloudlake: I/O error on X: Permission denied`.
+//! That is a bug in cloudlake,
 //!    never bad input; bad *records* are quarantined, not raised (see `quarantine`).
 
 use std::path::PathBuf;
@@ -25,8 +29,8 @@ pub enum Error {
         /// The landing source it belongs to.
         source_name: String,
     },
-    /// A file exists but cannot be read (permissions, I/O error).
-    #[error("cannot read {path}: {source}")]
+    /// Reading or writing a file failed (permissions, disk full, closed pipe).
+    #[error("I/O error on {path}")]
     Io {
         /// The file or folder.
         path: PathBuf,
@@ -50,7 +54,7 @@ pub enum Error {
         reason: String,
     },
     /// Reading or writing a Delta table failed.
-    #[error("Delta table {table}: {source}")]
+    #[error("Delta table {table}")]
     Delta {
         /// The table (layer/name).
         table: String,
@@ -58,13 +62,13 @@ pub enum Error {
         source: Box<deltalake::DeltaTableError>,
     },
     /// A DataFusion plan failed (SQL errors from `cloudlake sql` land here).
-    #[error("{0}")]
+    #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
     /// Arrow failed to build or convert a batch.
-    #[error("arrow: {0}")]
+    #[error(transparent)]
     Arrow(#[from] datafusion::arrow::error::ArrowError),
     /// JSON (de)serialisation of a report or checkpoint failed.
-    #[error("json: {0}")]
+    #[error(transparent)]
     Json(#[from] serde_json::Error),
     /// A broken invariant: a bug in cloudlake, not a problem with the input.
     #[error("internal error (a bug in cloudlake, please report it): {0}")]

@@ -31,6 +31,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     }
     let lake = Lake::new(&settings.lake)?;
     let ctx = lake::session();
+    // The last run that completed (a report is written only at the very end).
+    let previous = crate::quality::latest_run(&lake).ok();
 
     // Discover every input first, so a missing file fails the run before anything is written.
     let mut plan = Vec::with_capacity(SOURCES.len());
@@ -73,15 +75,23 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
     let gold_started = Instant::now();
     progress.start("gold");
-    let events_only = bronze_metrics.iter().all(|m| m.source == "usage_events" || m.written == 0)
-        && bronze_metrics.iter().any(|m| m.source == "usage_events" && m.written > 0);
-    let mode = if !settings.full_refresh && events_only && gold::event_marts_exist(&lake) {
-        gold::Mode::Incremental {
-            run_id: meta.run_id.clone(),
-            window_days: settings.silver.anomaly.window_days,
+    let fingerprint = settings_fingerprint(settings);
+    let mode = match previous.as_ref() {
+        Some(prev)
+            if !settings.full_refresh
+                && prev.settings_fingerprint == fingerprint
+                && gold::event_marts_exist(&lake) =>
+        {
+            if only_events_since(&ctx, &prev.run_id).await? {
+                gold::Mode::Incremental {
+                    since_run_id: prev.run_id.clone(),
+                    window_days: settings.silver.anomaly.window_days,
+                }
+            } else {
+                gold::Mode::Full
+            }
         }
-    } else {
-        gold::Mode::Full
+        _ => gold::Mode::Full,
     };
     let gold_metrics = gold::build(&ctx, &lake, &mode).await?;
     let reconciliation = gold::reconcile::reconcile(&ctx, &lake).await?;
@@ -99,6 +109,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         daily,
         gold: gold_metrics,
         reconciliation,
+        settings_fingerprint: fingerprint,
         stages,
     };
     report.write(&lake.runs_dir())?;
@@ -108,4 +119,34 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 /// How many progress steps [`run`] takes.
 pub fn steps() -> u64 {
     SOURCES.len() as u64 + 2
+}
+
+/// A hash of the settings that shape silver and gold: when it changes, gold is rebuilt in full.
+fn settings_fingerprint(settings: &Settings) -> String {
+    let text = serde_json::to_string(&settings.silver).unwrap_or_default();
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// True when, since `run_id`, new usage events arrived and nothing else changed in bronze.
+async fn only_events_since(ctx: &datafusion::prelude::SessionContext, run_id: &str) -> Result<bool> {
+    let mut events = false;
+    for source in SOURCES {
+        let sql = format!("SELECT count(*) FROM bronze_{} WHERE run_id > $1", source.name);
+        let batches = ctx
+            .sql(&sql)
+            .await?
+            .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(run_id.to_string()))])?
+            .collect()
+            .await?;
+        use datafusion::arrow::array::AsArray;
+        let n = batches
+            .first()
+            .map_or(0, |b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0));
+        match (source.name == "usage_events", n > 0) {
+            (true, changed) => events = changed,
+            (false, true) => return Ok(false),
+            (false, false) => {}
+        }
+    }
+    Ok(events)
 }

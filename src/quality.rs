@@ -77,6 +77,15 @@ pub async fn report(lake: &Lake, examples: usize) -> Result<QualityReport> {
             .await?
             .collect()
             .await?;
+        let bronze_rejects: u64 = sample(
+            &ctx,
+            &format!("SELECT CAST(count(*) AS VARCHAR) FROM {table} WHERE stage = 'bronze'"),
+            "",
+        )
+        .await?
+        .first()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
         for batch in counts {
             let text = |i: usize| {
                 datafusion::arrow::compute::cast(
@@ -89,8 +98,12 @@ pub async fn report(lake: &Lake, examples: usize) -> Result<QualityReport> {
             for row in 0..batch.num_rows() {
                 let rule = rule.as_string::<i32>().value(row).to_string();
                 let violations: u64 = n.as_string::<i32>().value(row).parse().unwrap_or(0);
-                let examples = sample(&ctx, &format!("SELECT record FROM {table} WHERE rule_id = '{rule}' ORDER BY source_file, source_line LIMIT {examples}")).await?;
-                let checked = (b.read).max(violations);
+                let examples = sample(&ctx, &format!("SELECT record FROM {table} WHERE rule_id = $1 ORDER BY source_file, source_line LIMIT {examples}"), &rule).await?;
+                // All-time figures on both sides: every record bronze kept plus every one it rejected.
+                let kept =
+                    sample(&ctx, &format!("SELECT CAST(count(*) AS VARCHAR) FROM bronze_{}", b.source), "")
+                        .await?;
+                let checked = kept.first().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) + bronze_rejects;
                 lines.push(RuleLine {
                     source: b.source.clone(),
                     pass_rate: 100.0 * (1.0 - violations as f64 / checked.max(1) as f64),
@@ -114,10 +127,18 @@ pub async fn report(lake: &Lake, examples: usize) -> Result<QualityReport> {
             let examples = match (o.violations, action) {
                 (0, _) | (_, Action::Fail) => Vec::new(),
                 (_, Action::Quarantine) => {
-                    sample(&ctx, &format!("SELECT record FROM quarantine_{} WHERE rule_id = '{}' ORDER BY source_file, source_line LIMIT {examples}", def.bronze, o.rule)).await?
+                    let sql = format!(
+                        "SELECT record FROM quarantine_{} WHERE rule_id = $1 ORDER BY source_file, source_line LIMIT {examples}",
+                        def.bronze
+                    );
+                    sample(&ctx, &sql, &o.rule).await?
                 }
                 (_, Action::Warn) => {
-                    json_rows(&ctx, &format!("SELECT * EXCEPT (dq_flags) FROM silver_{} WHERE dq_flags LIKE '%{}%' LIMIT {examples}", m.table, o.rule)).await?
+                    let sql = format!(
+                        "SELECT * EXCEPT (dq_flags) FROM silver_{} WHERE array_has(string_to_array(dq_flags, ','), $1) LIMIT {examples}",
+                        m.table
+                    );
+                    json_rows(&ctx, &sql, &o.rule).await?
                 }
             };
             lines.push(RuleLine {
@@ -135,22 +156,34 @@ pub async fn report(lake: &Lake, examples: usize) -> Result<QualityReport> {
     Ok(QualityReport { run_id: run.run_id, rules: lines })
 }
 
-async fn sample(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<String>> {
+/// Runs `sql` with `$1` bound to `param` (when the SQL has it) and returns its first column as text.
+async fn sample(ctx: &datafusion::prelude::SessionContext, sql: &str, param: &str) -> Result<Vec<String>> {
     use datafusion::arrow::array::AsArray;
     let mut out = Vec::new();
-    for b in ctx.sql(sql).await?.collect().await? {
+    for b in bind(ctx.sql(sql).await?, sql, param)?.collect().await? {
         let c = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
         out.extend(c.as_string::<i32>().iter().flatten().map(str::to_string));
     }
     Ok(out)
 }
 
-async fn json_rows(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<Vec<String>> {
+async fn json_rows(ctx: &datafusion::prelude::SessionContext, sql: &str, param: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for b in ctx.sql(sql).await?.collect().await? {
+    for b in bind(ctx.sql(sql).await?, sql, param)?.collect().await? {
         out.extend(crate::silver::rules::rows_json(&b)?);
     }
     Ok(out)
+}
+
+fn bind(
+    df: datafusion::prelude::DataFrame,
+    sql: &str,
+    param: &str,
+) -> Result<datafusion::prelude::DataFrame> {
+    if !sql.contains("$1") {
+        return Ok(df);
+    }
+    Ok(df.with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(param.to_string()))])?)
 }
 
 impl QualityReport {

@@ -41,6 +41,9 @@ pub struct RunReport {
     pub gold: Vec<crate::gold::GoldMetrics>,
     /// Reconciliation checks (all passed, or the run would have failed).
     pub reconciliation: Vec<crate::gold::reconcile::Check>,
+    /// Hash of the silver settings (rule actions, anomaly thresholds) the marts were built with.
+    #[serde(default)]
+    pub settings_fingerprint: String,
     /// Per-stage timings.
     pub stages: Vec<StageTiming>,
 }

@@ -28,7 +28,10 @@ pub enum OutputFormat {
 pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
     let ctx = lake::session();
     let names = lake.register_all(&ctx).await?;
-    let df = ctx.sql(sql).await.map_err(|e| {
+    // Read-only: the lake's tables change only through the pipeline's own commits.
+    let options =
+        datafusion::execution::context::SQLOptions::new().with_allow_ddl(false).with_allow_dml(false);
+    let df = ctx.sql_with_options(sql, options).await.map_err(|e| {
         let msg = e.to_string();
         if msg.contains("not found") {
             let available = if names.is_empty() {

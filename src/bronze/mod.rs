@@ -184,12 +184,7 @@ pub async fn ingest(
         metrics.written += written;
         metrics.quarantined += quarantined;
         metrics.duplicates += (rows - written) + (rejects - quarantined);
-        for (col, n) in landed.cast_failures {
-            match metrics.cast_failures.iter_mut().find(|(c, _)| *c == col) {
-                Some((_, m)) => *m += n,
-                None => metrics.cast_failures.push((col, n)),
-            }
-        }
+        landing::add_counts(&mut metrics.cast_failures, landed.cast_failures);
         metrics.batches += 1;
     }
     metrics.millis = started.elapsed().as_millis() as u64;

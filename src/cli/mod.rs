@@ -94,10 +94,27 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("cloudlake: {err:#}");
+            eprintln!("cloudlake: {}", one_sentence(&err));
             ExitCode::from(2)
         }
     }
+}
+
+/// The cause chain on one line, without the repeats some errors carry (DataFusion wraps Arrow
+/// errors and also returns them as their source, which `{:#}` would print two or three times).
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }
 
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
@@ -113,6 +130,14 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn error_chains_print_once_without_repeats() {
+        let inner = std::io::Error::other("disk full");
+        let err = anyhow::Error::new(cloudlake::Error::io("/x/report.json", inner))
+            .context("cannot write the run report");
+        assert_eq!(one_sentence(&err), "cannot write the run report: I/O error on /x/report.json: disk full");
+    }
 
     #[test]
     fn cli_definition_is_valid() {

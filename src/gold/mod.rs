@@ -9,8 +9,8 @@
 //! | [`tickets_by_org_date`] | org_id, ticket_date, severity | batch |
 //! | [`org_health`] | org_id | always |
 //!
-//! A full build overwrites every mart. When a run brings only new usage events (no master,
-//! billing or ticket changed) and the marts exist, the build is incremental: the (org, date,
+//! A full build overwrites every mart. When only new usage events arrived since the last run that
+//! completed gold (no master, billing or ticket changed, same settings), the build is incremental: the (org, date,
 //! service) keys the new events touched — plus the days whose trailing anomaly baseline they
 //! feed — are recomputed from silver and MERGEd into the event marts on their grain; batch marts
 //! are left as they are; `org_health` (one row per org) is rebuilt. The result equals a full
@@ -75,10 +75,11 @@ pub const MARTS: &[Mart] = &[
 pub enum Mode {
     /// Recompute and overwrite every mart.
     Full,
-    /// Recompute what the events of this ingest run touched and MERGE it.
+    /// Recompute what the events ingested after a run touched, and MERGE it.
     Incremental {
-        /// The run whose new events are the change.
-        run_id: String,
+        /// The last run that completed gold: events of later runs (this one, or one that
+        /// crashed before gold) are the change.
+        since_run_id: String,
         /// Trailing anomaly window: days after a touched day whose scores it feeds.
         window_days: i32,
     },
@@ -106,14 +107,17 @@ const AFFECTED: &str = "gold_affected_daily";
 
 /// Builds the marts from the silver tables registered in `ctx`.
 pub async fn build(ctx: &SessionContext, lake: &Lake, mode: &Mode) -> Result<Vec<GoldMetrics>> {
-    if let Mode::Incremental { run_id, window_days } = mode {
+    if let Mode::Incremental { since_run_id, window_days } = mode {
         let sql = format!(
             "SELECT d.* FROM silver_usage_daily d
-             WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT org_id, usage_date, service FROM silver_usage_events WHERE ingest_run_id = '{run_id}') t
-                           WHERE t.org_id = d.org_id AND t.service = d.service
+             WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT org_id, usage_date, service FROM silver_usage_events WHERE ingest_run_id > $1) t
+                           WHERE t.org_id = d.org_id AND (t.service IS NOT DISTINCT FROM d.service)
                              AND d.usage_date >= t.usage_date AND d.usage_date <= t.usage_date + INTERVAL '{window_days} days')"
         );
-        let df = ctx.sql(&sql).await?;
+        let df = ctx
+            .sql(&sql)
+            .await?
+            .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(since_run_id.clone()))])?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
         let schema = batches.first().map_or(schema, |b| b.schema());

@@ -26,8 +26,8 @@ fn sql(_: &str) -> String {
     tickets AS (
         SELECT t.org_id,
             count(*) FILTER (WHERE t.is_open) AS open_tickets,
-            count(*) FILTER (WHERE t.ticket_date > ref.d - INTERVAL '30 days') AS tickets_30d,
-            count(*) FILTER (WHERE t.sla_breached AND t.ticket_date > ref.d - INTERVAL '30 days') AS sla_breaches_30d
+            count(*) FILTER (WHERE t.ticket_date > ref.d - INTERVAL '30 days' AND t.ticket_date <= ref.d) AS tickets_30d,
+            count(*) FILTER (WHERE t.sla_breached AND t.ticket_date > ref.d - INTERVAL '30 days' AND t.ticket_date <= ref.d) AS sla_breaches_30d
         FROM silver_support_tickets t CROSS JOIN ref GROUP BY t.org_id),
     nps AS (
         SELECT org_id, nps_score AS latest_nps, survey_date AS latest_nps_date FROM (

@@ -30,7 +30,10 @@ pub async fn maintain(lake: &Lake, retain_hours: u64) -> Result<Vec<MaintainMetr
         let Some(table) = lake.open(layer, &name).await? else { continue };
         let q = qualified(layer, &name);
         let (table, optimized) = table.optimize().await.map_err(|e| Error::delta(&q, e))?;
-        let retention = chrono::Duration::hours(i64::try_from(retain_hours).unwrap_or(i64::MAX / 3_600_000));
+        let retention = i64::try_from(retain_hours)
+            .ok()
+            .and_then(chrono::TimeDelta::try_hours)
+            .ok_or_else(|| Error::Usage(format!("--retain-hours {retain_hours} is too large")))?;
         let (_, vacuumed) = table
             .vacuum()
             .with_retention_period(retention)

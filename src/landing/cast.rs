@@ -11,7 +11,8 @@
 //! - decimals: plain or scientific (`8.9e-05`), parsed from text, never through a float sum;
 //!   digits beyond the declared scale are truncated by Arrow's `parse_decimal`;
 //! - timestamps: RFC 3339 with `Z` or an offset, without offset (taken as UTC),
-//!   `YYYY-MM-DD HH:MM:SS`, a bare date (midnight UTC), or epoch milliseconds (all digits);
+//!   `YYYY-MM-DD HH:MM:SS`, a bare date (midnight UTC), or epoch time as digits (12 or more digits
+//!   are milliseconds, 9 to 11 are seconds);
 //! - dates: `YYYY-MM-DD` or any timestamp above (its UTC date).
 
 use std::sync::Arc;
@@ -117,14 +118,15 @@ pub fn parse_decimal(s: &str, scale: i8) -> Option<i128> {
 /// Parses a timestamp in any accepted spelling into microseconds since the epoch, UTC.
 pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     let s = s.trim();
-    if !s.is_empty() && s.len() >= 11 && s.bytes().all(|b| b.is_ascii_digit()) {
+    if (9..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
         return epoch_number_to_micros(s.parse::<i64>().ok()?);
     }
     let dt = string_to_datetime(&chrono::Utc, s).ok()?;
     Some(dt.timestamp_micros())
 }
 
-/// Interprets an epoch number: milliseconds when it has 11 or more digits, else seconds.
+/// Interprets an epoch number: milliseconds from 10^11 up (12 or more digits: after 1973-03-03 in
+/// milliseconds), seconds below (9 to 11 digits: any date from 1973 to 5138 in seconds).
 pub fn epoch_number_to_micros(n: i64) -> Option<i64> {
     if n.unsigned_abs() >= 100_000_000_000 { n.checked_mul(1_000) } else { n.checked_mul(1_000_000) }
 }
@@ -287,6 +289,7 @@ mod tests {
             "2025-08-17 01:55:00",
             " 2025-08-17 01:55:00 ",
             "1755395700000",
+            "1755395700",
         ] {
             assert_eq!(parse_timestamp_micros(s), Some(T0), "{s}");
         }

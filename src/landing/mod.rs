@@ -103,17 +103,22 @@ impl Landed {
         self.batches.extend(other.batches);
         self.rejects.extend(other.rejects);
         self.read += other.read;
-        for (name, n) in other.cast_failures {
-            match self.cast_failures.iter_mut().find(|(c, _)| *c == name) {
-                Some((_, m)) => *m += n,
-                None => self.cast_failures.push((name, n)),
-            }
-        }
+        add_counts(&mut self.cast_failures, other.cast_failures);
     }
 
     /// Total values that did not cast.
     pub fn total_cast_failures(&self) -> u64 {
         self.cast_failures.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// Adds per-column counts into `into`, keeping first-seen order.
+pub fn add_counts(into: &mut Vec<(String, u64)>, from: Vec<(String, u64)>) {
+    for (name, n) in from {
+        match into.iter_mut().find(|(c, _)| *c == name) {
+            Some((_, m)) => *m += n,
+            None => into.push((name, n)),
+        }
     }
 }
 

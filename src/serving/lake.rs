@@ -59,7 +59,7 @@ pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result
             vec![org, to, ScalarValue::Int64(Some(params.top.unwrap_or(DEFAULT_TOP) as i64))],
         ),
         QueryName::CriticalTickets => (
-            "WITH ref AS (SELECT COALESCE($2, max(ticket_date)) AS d FROM gold_tickets_by_org_date)
+            "WITH ref AS (SELECT COALESCE($2, max(usage_date)) AS d FROM gold_org_daily_usage_by_service)
              SELECT ticket_date, CAST(sum(tickets) AS BIGINT) AS critical_tickets, CAST(sum(sla_breaches) AS BIGINT) AS sla_breaches,
                     CAST(sum(sla_breaches) AS DOUBLE) / sum(tickets) AS sla_breach_rate
              FROM gold_tickets_by_org_date CROSS JOIN ref

@@ -8,7 +8,8 @@
 //! | `revenue` | monthly revenue with credits and taxes, in USD | `--org`, `--from`, `--to` |
 //! | `genai-tokens` | GenAI tokens and estimated cost per day | `--org`, `--from`, `--to` |
 //!
-//! "Last N days" ends at the reference date: `--to` when given, else the latest date in the data.
+//! "Last N days" ends at the reference date: `--to` when given, else the latest usage date in the
+//! data (one reference for every query and for `gold_org_health`).
 //! Without `--org`, the org-optional queries sum over every org.
 
 use chrono::NaiveDate;

@@ -48,6 +48,31 @@ impl Default for AnomalyConfig {
     }
 }
 
+impl AnomalyConfig {
+    /// Checks the thresholds; the error names the bad key.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=3660).contains(&self.window_days) {
+            return Err(format!("[anomaly] window_days must be 1..3660, not {}", self.window_days));
+        }
+        if !(self.percentile > 0.0 && self.percentile <= 1.0) {
+            return Err(format!("[anomaly] percentile must be in (0, 1], not {}", self.percentile));
+        }
+        for (name, v) in [
+            ("zscore_threshold", self.zscore_threshold),
+            ("mad_threshold", self.mad_threshold),
+            ("pctl_factor", self.pctl_factor),
+        ] {
+            if !v.is_finite() || v <= 0.0 {
+                return Err(format!("[anomaly] {name} must be a positive number, not {v}"));
+            }
+        }
+        if !(1..=3).contains(&self.min_methods) {
+            return Err(format!("[anomaly] min_methods must be 1, 2 or 3, not {}", self.min_methods));
+        }
+        Ok(())
+    }
+}
+
 /// The scores of one day.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Score {

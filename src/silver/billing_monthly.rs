@@ -43,6 +43,12 @@ pub const RULES: &[Rule] = &[
         reason: "subtotal or taxes missing",
     },
     Rule {
+        id: "billing_monthly.usd_amounts_in_range",
+        check: "subtotal_usd IS NOT NULL AND credits_usd IS NOT NULL AND taxes_usd IS NOT NULL AND revenue_usd IS NOT NULL",
+        action: Quarantine,
+        reason: "an amount in USD does not fit 12 digits before the decimal point",
+    },
+    Rule {
         id: "billing_monthly.fx_rate_positive",
         check: "fx_rate_reported > 0",
         action: Quarantine,
@@ -70,7 +76,8 @@ pub const RULES: &[Rule] = &[
 
 fn select() -> String {
     let currency = conform::currency("b.currency");
-    let money = |e: &str| format!("CAST({e} AS DECIMAL(18, 6))");
+    // TRY_CAST: an amount too large for DECIMAL(18, 6) becomes NULL and is quarantined below.
+    let money = |e: &str| format!("TRY_CAST({e} AS DECIMAL(18, 6))");
     format!(
         "WITH c AS (
             SELECT {id} AS invoice_id, {org} AS org_id, CAST(date_trunc('month', b.month) AS DATE) AS month,
@@ -104,5 +111,5 @@ pub const TABLE: SilverTable = SilverTable {
     select,
     rules: RULES,
     partitions: &[],
-    current_only: true,
+    version_key: Some("lower(trim(invoice_id))"),
 };

@@ -1,16 +1,15 @@
 //! `silver_customers_orgs`: organisations as SCD type 2 (valid_from, valid_to, is_current).
 //!
-//! Each distinct bronze version of an org is a row. Versions are ordered by ingestion (run,
-//! file, line). The first version is valid from the beginning of time; a later one from the date
-//! in its delivery file name (`customers_orgs/2025-09-01.csv`) when it has one, else from when it
-//! was ingested. `valid_to` is the next version's `valid_from` (exclusive), NULL for the current.
+//! Each distinct bronze version of an org is a row. The first version ever ingested is valid from
+//! the beginning of time; a later one from the date in its delivery file name
+//! (`customers_orgs/2025-09-01.csv`) when it has one, else from when it was ingested. Versions are
+//! then ordered by `valid_from` (ties by ingestion), and `valid_to` is the next version's
+//! `valid_from` (exclusive), NULL for the current: the ranges never overlap, even when a
+//! backdated delivery arrives late, so a range join finds exactly one version.
 
 use super::SilverTable;
-use super::conform::{self, REGIONS};
+use super::conform;
 use super::rules::{Action::*, Rule};
-
-/// Plan tiers the business sells.
-pub const PLAN_TIERS: &[&str] = &["free", "standard", "pro", "enterprise"];
 
 /// Quality rules, applied in this order.
 pub const RULES: &[Rule] = &[
@@ -40,7 +39,7 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "customers_orgs.plan_matches_enterprise",
-        check: "(plan_tier = 'enterprise') = is_enterprise",
+        check: "is_enterprise IS NULL OR (plan_tier = 'enterprise') = is_enterprise",
         action: Warn,
         reason: "is_enterprise disagrees with plan_tier (plan_tier is used)",
     },
@@ -59,9 +58,12 @@ pub const RULES: &[Rule] = &[
 ];
 
 fn select() -> String {
-    debug_assert_eq!(REGIONS.len(), 7);
     format!(
-        "WITH v AS (
+        "WITH raw AS (
+            SELECT *,
+                row_number() OVER (PARTITION BY {org_id} ORDER BY ingest_ts, source_file, source_line) AS __ingest_order
+            FROM bronze_customers_orgs),
+        v AS (
             SELECT
                 {org_id} AS org_id,
                 trim(org_name) AS org_name,
@@ -75,15 +77,16 @@ fn select() -> String {
                 lower(trim(marketing_source)) AS marketing_source,
                 CASE WHEN nps_score BETWEEN -100 AND 100 THEN nps_score END AS nps_score,
                 nps_score AS nps_score_raw,
-                COALESCE(to_timestamp_micros(regexp_match(source_file, '(\\d{{4}}-\\d{{2}}-\\d{{2}})')[1]), ingest_ts) AS effective_ts,
-                source_file, source_line, record_hash,
-                row_number() OVER (PARTITION BY {org_id} ORDER BY ingest_ts, source_file, source_line) AS version
-            FROM bronze_customers_orgs)
+                CASE WHEN __ingest_order = 1 THEN arrow_cast(TIMESTAMP '1970-01-01T00:00:00', 'Timestamp(µs, \"UTC\")')
+                     ELSE COALESCE(to_timestamp_micros(regexp_match(source_file, '(\\d{{4}}-\\d{{2}}-\\d{{2}})')[1]), ingest_ts) END AS valid_from,
+                ingest_ts, source_file, source_line, record_hash
+            FROM raw)
         SELECT org_id, org_name, industry, hq_region, plan_tier, is_enterprise, signup_date, sales_rep,
-            lifecycle_stage, marketing_source, nps_score, nps_score_raw, version,
-            CASE WHEN version = 1 THEN arrow_cast(TIMESTAMP '1970-01-01T00:00:00', 'Timestamp(µs, \"UTC\")') ELSE effective_ts END AS valid_from,
-            lead(effective_ts) OVER (PARTITION BY org_id ORDER BY version) AS valid_to,
-            lead(effective_ts) OVER (PARTITION BY org_id ORDER BY version) IS NULL AS is_current,
+            lifecycle_stage, marketing_source, nps_score, nps_score_raw,
+            row_number() OVER (PARTITION BY org_id ORDER BY valid_from, ingest_ts, source_file, source_line) AS version,
+            valid_from,
+            lead(valid_from) OVER (PARTITION BY org_id ORDER BY valid_from, ingest_ts, source_file, source_line) AS valid_to,
+            lead(valid_from) OVER (PARTITION BY org_id ORDER BY valid_from, ingest_ts, source_file, source_line) IS NULL AS is_current,
             source_file, source_line, record_hash
         FROM v",
         org_id = conform::code("org_id"),
@@ -98,5 +101,5 @@ pub const TABLE: SilverTable = SilverTable {
     select,
     rules: RULES,
     partitions: &[],
-    current_only: false,
+    version_key: None,
 };

@@ -54,8 +54,10 @@ pub struct SilverTable {
     pub rules: &'static [Rule],
     /// Partition columns.
     pub partitions: &'static [&'static str],
-    /// Keeps only the latest version of each key (all masters but organisations, which are SCD2).
-    pub current_only: bool,
+    /// For masters that keep only their latest version: the SQL key the versions share (over the
+    /// bronze columns), used to count superseded versions independently. `None` when every bronze
+    /// row is kept (usage events; organisations, which are SCD2).
+    pub version_key: Option<&'static str>,
 }
 
 /// Every silver table, in build order.
@@ -90,7 +92,8 @@ pub struct SilverMetrics {
     pub rows: u64,
     /// Rows quarantined by silver rules (this build).
     pub quarantined: u64,
-    /// Older versions replaced by a newer delivery of the same key.
+    /// Older versions replaced by a newer delivery of the same key (counted independently from
+    /// bronze, so a lost row breaks conservation).
     pub superseded: u64,
     /// Values imputed, per `*_imputed` column (e.g. `unit_imputed`).
     pub imputed: Vec<(String, u64)>,
@@ -143,8 +146,8 @@ pub async fn build(
         let started = Instant::now();
         let _span = tracing::info_span!("stage", stage = "silver", table = table.name).entered();
         let bronze_rows = count(ctx, &format!("bronze_{}", table.bronze)).await?;
-        let df_schema = ctx.sql(&(table.select)()).await?.schema().as_arrow().clone();
         let applied = rules::apply(ctx, &(table.select)(), table.rules, &settings.rule_actions).await?;
+        let df_schema = applied.input_schema.clone().unwrap_or_else(Schema::empty);
 
         let clean: Vec<RecordBatch> = applied.clean.iter().map(strip_internal).collect::<Result<_>>()?;
         let clean_schema = clean.first().map_or_else(|| public_schema(&df_schema, true), |b| b.schema());
@@ -172,7 +175,12 @@ pub async fn build(
             bronze_rows,
             rows,
             quarantined,
-            superseded: bronze_rows.saturating_sub(rows + quarantined),
+            superseded: match table.version_key {
+                Some(key) => bronze_rows.saturating_sub(
+                    count(ctx, &format!("(SELECT DISTINCT {key} FROM bronze_{})", table.bronze)).await?,
+                ),
+                None => 0,
+            },
             imputed,
             rules: applied.outcomes,
             millis: started.elapsed().as_millis() as u64,
@@ -229,15 +237,15 @@ fn strip_internal(batch: &RecordBatch) -> Result<RecordBatch> {
 fn count_imputed(batches: &[RecordBatch]) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
     for b in batches {
-        for (i, f) in b.schema().fields().iter().enumerate() {
-            if f.name().ends_with("_imputed") && f.data_type() == &DataType::Boolean {
-                let n = b.column(i).as_boolean().true_count() as u64;
-                match out.iter_mut().find(|(c, _)| c == f.name()) {
-                    Some((_, m)) => *m += n,
-                    None => out.push((f.name().clone(), n)),
-                }
-            }
-        }
+        let counts = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.name().ends_with("_imputed") && f.data_type() == &DataType::Boolean)
+            .map(|(i, f)| (f.name().clone(), b.column(i).as_boolean().true_count() as u64))
+            .collect();
+        crate::landing::add_counts(&mut out, counts);
     }
     out
 }

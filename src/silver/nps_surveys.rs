@@ -53,5 +53,5 @@ pub const TABLE: SilverTable = SilverTable {
     select,
     rules: RULES,
     partitions: &[],
-    current_only: true,
+    version_key: Some("lower(trim(org_id)), survey_date"),
 };

@@ -63,5 +63,5 @@ pub const TABLE: SilverTable = SilverTable {
     select,
     rules: RULES,
     partitions: &[],
-    current_only: true,
+    version_key: Some("lower(trim(resource_id))"),
 };

@@ -77,6 +77,8 @@ pub struct Applied {
     pub quarantined: Vec<RecordBatch>,
     /// Per rule outcome, in declaration order.
     pub outcomes: Vec<RuleOutcome>,
+    /// Schema of the conformed rows (the input SELECT), whether or not any row came out.
+    pub input_schema: Option<datafusion::arrow::datatypes::Schema>,
 }
 
 /// Column holding the warn rule ids a silver row violates.
@@ -126,14 +128,18 @@ pub async fn apply(
         format!("CASE {} END AS {QUARANTINE_RULE}", first_quarantine.join(" "))
     });
     let sql = format!("SELECT {} FROM ({input_sql}) t", select.join(", "));
-    let batches = ctx.sql(&sql).await?.collect().await?;
+    let df = ctx.sql(&sql).await?;
+    let annotated = df.schema().as_arrow().clone();
+    let input_fields = annotated.fields().len() - rules.len() - 2;
+    let input_schema = datafusion::arrow::datatypes::Schema::new(annotated.fields()[..input_fields].to_vec());
+    let batches = df.collect().await?;
 
     let mut outcomes: Vec<RuleOutcome> = rules
         .iter()
         .zip(&actions)
         .map(|(r, a)| RuleOutcome { rule: r.id.to_string(), action: Some(*a), ..Default::default() })
         .collect();
-    let mut applied = Applied::default();
+    let mut applied = Applied { input_schema: Some(input_schema), ..Default::default() };
     for batch in batches {
         let n = batch.num_rows() as u64;
         if n == 0 {

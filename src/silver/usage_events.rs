@@ -18,7 +18,7 @@ pub const RULES: &[Rule] = &[
         id: "usage_events.event_id_present",
         check: "event_id IS NOT NULL AND event_id <> ''",
         action: Quarantine,
-        reason: "an event needs an event_id (uniqueness is enforced by bronze's dedup)",
+        reason: "an event needs an event_id (uniqueness: bronze keeps one row per event_id)",
     },
     Rule {
         id: "usage_events.timestamp_valid",
@@ -43,6 +43,12 @@ pub const RULES: &[Rule] = &[
         check: "cost_usd >= -0.01",
         action: Quarantine,
         reason: "cost_usd_increment below -0.01 is not a rounding credit",
+    },
+    Rule {
+        id: "usage_events.value_in_range",
+        check: "(value IS NULL OR abs(value) < 1e9) AND (carbon_kg IS NULL OR abs(carbon_kg) < 1e9)",
+        action: Quarantine,
+        reason: "value or carbon_kg beyond 1e9 is not a plausible measurement",
     },
     Rule {
         id: "usage_events.org_exists",
@@ -112,7 +118,7 @@ fn select() -> String {
     let metric = conform::metric("e.metric");
     let metrics: Vec<&str> = METRIC_UNITS.iter().map(|(m, _)| *m).collect();
     format!(
-        "SELECT trim(e.event_id) AS event_id, e.timestamp AS event_ts, CAST(e.timestamp AS DATE) AS usage_date,
+        "SELECT e.event_id, e.timestamp AS event_ts, CAST(e.timestamp AS DATE) AS usage_date,
             {org} AS org_id, {res} AS resource_id,
             {service} AS service, {region} AS region, {metric} AS metric,
             e.value,
@@ -149,5 +155,5 @@ pub const TABLE: SilverTable = SilverTable {
     select,
     rules: RULES,
     partitions: &["usage_date"],
-    current_only: false,
+    version_key: None,
 };

@@ -45,5 +45,11 @@ fn select() -> String {
 }
 
 /// The table definition.
-pub const TABLE: SilverTable =
-    SilverTable { name: "users", bronze: "users", select, rules: RULES, partitions: &[], current_only: true };
+pub const TABLE: SilverTable = SilverTable {
+    name: "users",
+    bronze: "users",
+    select,
+    rules: RULES,
+    partitions: &[],
+    version_key: Some("lower(trim(user_id))"),
+};

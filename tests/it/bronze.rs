@@ -172,7 +172,7 @@ async fn messy_feeds_are_typed_deduplicated_and_quarantined() {
     // usage events: every timestamp spelling lands on the same UTC instant; numbers as strings
     // cast; the unknown field is kept; duplicates within and across files are removed.
     let ev = metrics(&r, "usage_events");
-    assert_eq!((ev.files, ev.read, ev.written, ev.quarantined, ev.duplicates), (3, 18, 13, 3, 2));
+    assert_eq!((ev.files, ev.read, ev.written, ev.quarantined, ev.duplicates), (3, 19, 14, 3, 2));
     assert_eq!(ev.cast_failures.iter().map(|(_, n)| n).sum::<u64>(), 2);
     assert_eq!(
         sql_i64(p, "SELECT count(*) FROM bronze_usage_events WHERE timestamp = TIMESTAMP '2025-08-17T01:55:00Z' AND event_id IN ('e1','e2','e3','e4','e5')").await,

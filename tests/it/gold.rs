@@ -165,3 +165,23 @@ async fn new_event_files_merge_only_touched_keys_and_equal_a_full_rebuild() {
     run(&real_landing(), full.path()).await.unwrap();
     assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full.path()).await);
 }
+
+#[tokio::test]
+async fn changed_settings_force_a_full_gold_build() {
+    let landing = tempfile::tempdir().unwrap();
+    copy_dir(&real_landing(), landing.path());
+    let ev = landing.path().join("usage_events_stream");
+    let held = tempfile::tempdir().unwrap();
+    std::fs::rename(ev.join("events_part_0119.jsonl"), held.path().join("events_part_0119.jsonl")).unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    run(landing.path(), lake.path()).await.unwrap();
+    std::fs::rename(held.path().join("events_part_0119.jsonl"), ev.join("events_part_0119.jsonl")).unwrap();
+    // New events *and* new anomaly thresholds: a merge would keep stale scores elsewhere.
+    let mut silver = cloudlake::silver::SilverSettings::default();
+    silver.anomaly.zscore_threshold = 2.0;
+    let r = crate::run_with(landing.path(), lake.path(), silver.clone()).await.unwrap();
+    assert!(r.gold.iter().all(|m| m.refresh == "full"), "{:?}", r.gold);
+    let full = tempfile::tempdir().unwrap();
+    crate::run_with(&real_landing(), full.path(), silver).await.unwrap();
+    assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full.path()).await);
+}

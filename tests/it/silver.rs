@@ -54,7 +54,7 @@ async fn real_data_rules_quarantine_and_conservation() {
         sql_csv(p, "SELECT stage, rule_id, count(*) n, count(DISTINCT source_file) files, min(source_line) > 0 lines FROM quarantine_usage_events GROUP BY 1, 2").await,
         "stage,rule_id,n,files,lines\nsilver,usage_events.cost_not_negative,211,100,true\n"
     );
-    assert_eq!(sql_i64(p, "SELECT count(*) FROM quarantine_usage_events WHERE record LIKE '{\"event_id\":\"evt_%' AND reason LIKE 'cost_usd_increment below -0.01%' AND run_id = run_id").await, 211);
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM quarantine_usage_events WHERE record LIKE '{\"event_id\":\"evt_%' AND reason LIKE 'cost_usd_increment below -0.01%' AND run_id LIKE '2%Z-%'").await, 211);
 
     // Exact money: valid event costs and tokens, checked independently.
     assert_eq!(
@@ -149,15 +149,17 @@ async fn aliases_schema_versions_and_rules_on_messy_feeds() {
     let p = lake.path();
     let r = run(&messy_landing(), p).await.unwrap();
     let ev = table(&r, "usage_events");
-    // e7 (bad timestamp), e11 (schema v3), e12 (cost -5), e15 (unknown org) are quarantined.
-    assert_eq!((ev.bronze_rows, ev.rows, ev.quarantined), (13, 9, 4));
+    // e7 (bad timestamp), e11 (schema v3), e12 (cost -5), e15 (unknown org), e16 (value 1e15)
+    // are quarantined; the run goes on.
+    assert_eq!((ev.bronze_rows, ev.rows, ev.quarantined, ev.superseded), (14, 9, 5, 0));
     assert_eq!(
         sql_csv(p, "SELECT rule_id, source_line FROM quarantine_usage_events WHERE stage = 'silver' ORDER BY source_file, source_line").await,
         "rule_id,source_line\n\
          usage_events.timestamp_valid,10\n\
          usage_events.schema_version_known,2\n\
          usage_events.cost_not_negative,3\n\
-         usage_events.org_exists,6\n"
+         usage_events.org_exists,6\n\
+         usage_events.value_in_range,7\n"
     );
     // The unknown version's new field is in the quarantined record, not lost.
     assert_eq!(sql_i64(p, "SELECT count(*) FROM quarantine_usage_events WHERE rule_id = 'usage_events.schema_version_known' AND record LIKE '%water_l%'").await, 1);
@@ -212,6 +214,23 @@ async fn a_changed_plan_tier_is_history_and_events_join_the_version_of_their_tim
     assert_eq!(sql_i64(p, "SELECT count(*) FROM silver_usage_events WHERE org_id = 'org_pbhsahxt' AND event_ts >= TIMESTAMP '2025-07-15T00:00:00Z' AND plan_tier = 'pro'").await, after);
     // No event is duplicated by the SCD2 join.
     assert_eq!(sql_i64(p, "SELECT count(*) FROM silver_usage_events").await, 42_989);
+
+    // A backdated delivery arriving later slots in by validity date; ranges never overlap.
+    let row =
+        original.lines().find(|l| l.starts_with("org_pbhsahxt,")).unwrap().replace(",standard,", ",free,");
+    std::fs::write(landing.path().join("customers_orgs/2025-07-01.csv"), format!("{header}\n{row}\n"))
+        .unwrap();
+    let r = run(landing.path(), p).await.unwrap();
+    assert!(r.silver.iter().all(|m| m.conserved()));
+    assert_eq!(
+        sql_csv(p, "SELECT version, plan_tier, valid_from, valid_to, is_current FROM silver_customers_orgs WHERE org_id = 'org_pbhsahxt' ORDER BY version").await,
+        "version,plan_tier,valid_from,valid_to,is_current\n\
+         1,standard,1970-01-01T00:00:00Z,2025-07-01T00:00:00Z,false\n\
+         2,free,2025-07-01T00:00:00Z,2025-07-15T00:00:00Z,false\n\
+         3,pro,2025-07-15T00:00:00Z,,true\n"
+    );
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM silver_usage_events").await, 42_989);
+    assert_eq!(sql_i64(p, "SELECT count(DISTINCT event_id) FROM silver_usage_events").await, 42_989);
 }
 
 #[tokio::test]

@@ -272,8 +272,9 @@ fn write_masters(out: &Path, n: usize, seed: u64) -> Result<(usize, Masters)> {
             org: rng.random_range(0..org_count),
             service: weighted(&mut rng, SERVICES),
             region: pick(&mut rng, REGIONS),
-            // 2025-05-20 .. 2025-08-31: resources created late predate-check some events (17 % in the real data).
-            created: date_between(&mut rng, NaiveDate::from_ymd_opt(2025, 5, 20).expect("valid date"), 104),
+            // 2025-03-20 .. 2025-08-31: about 18 % of events then predate their resource's creation
+            // date, as 17 % do in the real data.
+            created: date_between(&mut rng, NaiveDate::from_ymd_opt(2025, 3, 20).expect("valid date"), 165),
         };
         let tags = if rng.random_bool(0.2) {
             String::new()

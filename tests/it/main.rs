@@ -2,6 +2,7 @@
 
 mod bronze;
 mod cli;
+mod generate;
 mod gold;
 mod silver;
 

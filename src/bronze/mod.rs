@@ -187,6 +187,11 @@ pub async fn ingest(
         landing::add_counts(&mut metrics.cast_failures, landed.cast_failures);
         metrics.batches += 1;
     }
+    if lake.open(Layer::Bronze, source.name).await?.is_none() {
+        // Nothing readable arrived (yet): create the table empty, so silver and SQL find it.
+        lake.overwrite(Layer::Bronze, source.name, vec![], bronze_schema(source), &partition_columns(source))
+            .await?;
+    }
     metrics.millis = started.elapsed().as_millis() as u64;
     tracing::info!(
         source = source.name,
@@ -284,6 +289,20 @@ fn with_date_column(batch: RecordBatch, from: &str, to: &str) -> Result<RecordBa
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
+/// The bronze table's schema: declared columns, lineage, and the date partition column.
+fn bronze_schema(source: &Source) -> Arc<Schema> {
+    let landed = landing::landed_schema(source.columns, source.format == Format::Jsonl);
+    let mut fields: Vec<Field> = landed.fields().iter().map(|f| f.as_ref().clone()).collect();
+    if let Some((_, to)) = source.date_partition {
+        fields.push(Field::new(to, DataType::Date32, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+fn partition_columns(source: &Source) -> Vec<&'static str> {
+    source.date_partition.map(|(_, to)| to).into_iter().collect()
+}
+
 async fn write_rows(
     ctx: &SessionContext,
     lake: &Lake,
@@ -294,7 +313,7 @@ async fn write_rows(
     if source.versioned {
         key.push(RECORD_HASH);
     }
-    let partitions: Vec<&str> = source.date_partition.map(|(_, to)| to).into_iter().collect();
+    let partitions = partition_columns(source);
     let spec = DedupSpec { key: &key, partitions: &partitions };
     lake.append_new_rows(ctx, Layer::Bronze, source.name, batches, &spec).await
 }

@@ -225,3 +225,20 @@ async fn a_missing_landing_file_is_one_clear_error_and_nothing_is_written() {
     assert!(err.contains("billing_monthly.csv not found"), "{err}");
     assert!(!lake.path().join("bronze").exists());
 }
+
+#[tokio::test]
+async fn a_source_with_no_readable_record_still_gets_its_tables() {
+    let landing = tempfile::tempdir().unwrap();
+    copy_dir(&messy_landing(), landing.path());
+    std::fs::write(
+        landing.path().join("nps_surveys.csv"),
+        "org_id,survey_date,nps_score,comment\norg_a,2025-08-01,1,x,extra\n",
+    )
+    .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let r = run(landing.path(), lake.path()).await.unwrap();
+    let nps = metrics(&r, "nps_surveys");
+    assert_eq!((nps.read, nps.written, nps.quarantined), (1, 0, 1));
+    assert_eq!(sql_i64(lake.path(), "SELECT count(*) FROM bronze_nps_surveys").await, 0);
+    assert_eq!(sql_i64(lake.path(), "SELECT count(*) FROM silver_nps_surveys").await, 0);
+}

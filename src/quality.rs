@@ -4,7 +4,7 @@
 //! the bronze rules' counts (records that could not be read, from the quarantine tables), and a
 //! few example rejected or flagged records for every rule that fired.
 
-use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use comfy_table::{Cell, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
 use crate::lake::{self, Lake};
@@ -202,11 +202,7 @@ impl QualityReport {
                 Cell::new(format!("{:.2}", l.pass_rate)),
             ]);
         }
-        for i in 3..6 {
-            if let Some(c) = t.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        crate::report::right_align(&mut t, 3..6);
         let fired = self.rules.iter().filter(|l| l.violations > 0).count();
         let mut out = format!(
             "data quality of run {}: {} rules, {} with violations{}\n{t}\n",

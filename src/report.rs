@@ -84,11 +84,7 @@ impl RunReport {
             total.millis += m.millis;
         }
         t.add_row(row(&total));
-        for i in 1..8 {
-            if let Some(c) = t.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        right_align(&mut t, 1..8);
         let mut s = Table::new();
         s.load_preset(UTF8_FULL_CONDENSED);
         s.set_header([
@@ -120,11 +116,7 @@ impl RunReport {
                 Cell::new(m.millis),
             ]);
         }
-        for i in 1..8 {
-            if let Some(c) = s.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        right_align(&mut s, 1..8);
         let mut q = Table::new();
         q.load_preset(UTF8_FULL_CONDENSED);
         q.set_header(["rule that fired", "action", "violations", "pass %"]);
@@ -137,11 +129,7 @@ impl RunReport {
                 Cell::new(format!("{:.2}", o.pass_rate())),
             ]);
         }
-        for i in 2..4 {
-            if let Some(c) = q.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        right_align(&mut q, 2..4);
         let mut g = Table::new();
         g.load_preset(UTF8_FULL_CONDENSED);
         g.set_header(["gold mart", "refresh", "rows computed", "updated", "inserted", "ms"]);
@@ -155,11 +143,7 @@ impl RunReport {
                 Cell::new(m.millis),
             ]);
         }
-        for i in 2..6 {
-            if let Some(c) = g.column_mut(i) {
-                c.set_cell_alignment(CellAlignment::Right);
-            }
-        }
+        right_align(&mut g, 2..6);
         let d = &self.daily;
         let reconciled = format!("reconciled: {} checks passed", self.reconciliation.len());
         format!(
@@ -181,4 +165,13 @@ fn row(m: &BronzeMetrics) -> Vec<Cell> {
         Cell::new(casts),
         Cell::new(m.millis),
     ]
+}
+
+/// Right-aligns the numeric columns `columns` of a summary table.
+pub(crate) fn right_align(table: &mut Table, columns: std::ops::Range<usize>) {
+    for i in columns {
+        if let Some(c) = table.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
 }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Result;
 use crate::lake::{Lake, Layer};
-use crate::silver::rules::register;
+use crate::lake::{collect, register_batches};
 
 /// When a mart is recomputed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,10 +118,8 @@ pub async fn build(ctx: &SessionContext, lake: &Lake, mode: &Mode) -> Result<Vec
             .sql(&sql)
             .await?
             .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(since_run_id.clone()))])?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
-        let schema = batches.first().map_or(schema, |b| b.schema());
-        register(ctx, AFFECTED, schema, batches)?;
+        let (schema, batches) = collect(df).await?;
+        register_batches(ctx, AFFECTED, schema, batches)?;
     }
     let mut out = Vec::with_capacity(MARTS.len());
     for mart in MARTS {
@@ -138,10 +136,7 @@ pub async fn build(ctx: &SessionContext, lake: &Lake, mode: &Mode) -> Result<Vec
                 m.refresh = "merge".into();
             }
             _ => {
-                let df = ctx.sql(&(mart.sql)("silver_usage_daily")).await?;
-                let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-                let batches = df.collect().await?;
-                let schema = batches.first().map_or(schema, |b| b.schema());
+                let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
                 m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
                 lake.overwrite(Layer::Gold, mart.name, batches, schema, mart.partitions).await?;
                 m.refresh = "full".into();

@@ -111,14 +111,7 @@ impl Lake {
         batches: Vec<RecordBatch>,
         partitions: &[&str],
     ) -> Result<DeltaTable> {
-        let url = self.table_url(layer, name)?;
-        let table =
-            DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
-        let mut write = table.write(batches).with_save_mode(SaveMode::Append);
-        if !partitions.is_empty() {
-            write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
-        }
-        write.await.map_err(|e| Error::delta(qualified(layer, name), e))
+        self.write(layer, name, batches, partitions, SaveMode::Append).await
     }
 
     /// Replaces a table's contents (creating it if absent). An empty input writes an empty
@@ -133,13 +126,24 @@ impl Lake {
         partitions: &[&str],
     ) -> Result<DeltaTable> {
         let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+        self.write(layer, name, batches, partitions, SaveMode::Overwrite).await
+    }
+
+    async fn write(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        partitions: &[&str],
+        mode: SaveMode,
+    ) -> Result<DeltaTable> {
         let url = self.table_url(layer, name)?;
         let table =
             DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
-        let mut write = table
-            .write(batches)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        let mut write = table.write(batches).with_save_mode(mode);
+        if mode == SaveMode::Overwrite {
+            write = write.with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite);
+        }
         if !partitions.is_empty() {
             write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
         }
@@ -296,6 +300,27 @@ pub struct DedupSpec<'a> {
     pub key: &'a [&'a str],
     /// Partition columns, used when the table is created.
     pub partitions: &'a [&'a str],
+}
+
+/// Registers batches as an in-memory table `name` (replacing any table of that name).
+pub fn register_batches(
+    ctx: &SessionContext,
+    name: &str,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<()> {
+    let _ = ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    Ok(())
+}
+
+/// Collects a DataFrame with the schema its batches carry (the plan's when there are none).
+pub async fn collect(
+    df: datafusion::prelude::DataFrame,
+) -> Result<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> {
+    let planned = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    Ok((batches.first().map_or(planned, |b| b.schema()), batches))
 }
 
 /// `layer/name`, the way errors name a table.

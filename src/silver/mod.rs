@@ -155,7 +155,7 @@ pub async fn build(
         let imputed = count_imputed(&clean);
         lake.overwrite(Layer::Silver, table.name, clean.clone(), clean_schema.clone(), table.partitions)
             .await?;
-        rules::register(ctx, &format!("silver_{}", table.name), clean_schema, clean)?;
+        crate::lake::register_batches(ctx, &format!("silver_{}", table.name), clean_schema, clean)?;
         if table.name == "customers_orgs" {
             let view = ctx.sql("SELECT DISTINCT org_id FROM silver_customers_orgs").await?.into_view();
             let _ = ctx.deregister_table("silver_orgs_current")?;
@@ -198,7 +198,7 @@ pub async fn build(
     let (schema, daily) = usage_daily::build(ctx, &settings.anomaly).await?;
     let daily_metrics = daily_metrics(&daily);
     lake.overwrite(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[]).await?;
-    rules::register(ctx, "silver_usage_daily", schema, daily)?;
+    crate::lake::register_batches(ctx, "silver_usage_daily", schema, daily)?;
     Ok((all, daily_metrics))
 }
 

@@ -13,7 +13,6 @@
 //! warning fail a run in production. [`apply`] evaluates every rule of a table in one pass.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::compute::{and, cast, filter_record_batch, is_null, not};
@@ -98,36 +97,34 @@ pub async fn apply(
     rules: &[Rule],
     overrides: &BTreeMap<String, Action>,
 ) -> Result<Applied> {
-    let violated = |r: &Rule| format!("(({}) IS NOT TRUE)", r.check);
     let actions: Vec<Action> = rules.iter().map(|r| effective_action(r, overrides)).collect();
-    let mut select = vec!["t.*".to_string()];
-    // One boolean per rule, counted below.
-    for (i, r) in rules.iter().enumerate() {
-        select.push(format!("{} AS \"__v{i}\"", violated(r)));
-    }
-    let warn_flags: Vec<String> = rules
+    // Each check is evaluated once, as `__v<i>`; the flag and quarantine columns read those.
+    let checks: String = rules
         .iter()
-        .zip(&actions)
-        .filter(|(_, a)| **a == Action::Warn)
-        .map(|(r, _)| format!("CASE WHEN {} THEN '{}' END", violated(r), r.id))
+        .enumerate()
+        .map(|(i, r)| format!(", (({}) IS NOT TRUE) AS \"__v{i}\"", r.check))
         .collect();
-    select.push(if warn_flags.is_empty() {
-        format!("CAST(NULL AS VARCHAR) AS {DQ_FLAGS}")
+    let cases = |action: Action| -> Vec<String> {
+        (0..rules.len())
+            .filter(|i| actions[*i] == action)
+            .map(|i| format!("WHEN \"__v{i}\" THEN '{}'", rules[i].id))
+            .collect()
+    };
+    let warn: Vec<String> = cases(Action::Warn).iter().map(|w| format!("CASE {w} END")).collect();
+    let flags = if warn.is_empty() {
+        "CAST(NULL AS VARCHAR)".to_string()
     } else {
-        format!("NULLIF(concat_ws(',', {}), '') AS {DQ_FLAGS}", warn_flags.join(", "))
-    });
-    let first_quarantine: Vec<String> = rules
-        .iter()
-        .zip(&actions)
-        .filter(|(_, a)| **a == Action::Quarantine)
-        .map(|(r, _)| format!("WHEN {} THEN '{}'", violated(r), r.id))
-        .collect();
-    select.push(if first_quarantine.is_empty() {
-        format!("CAST(NULL AS VARCHAR) AS {QUARANTINE_RULE}")
+        format!("NULLIF(concat_ws(',', {}), '')", warn.join(", "))
+    };
+    let quarantine = cases(Action::Quarantine);
+    let rule = if quarantine.is_empty() {
+        "CAST(NULL AS VARCHAR)".to_string()
     } else {
-        format!("CASE {} END AS {QUARANTINE_RULE}", first_quarantine.join(" "))
-    });
-    let sql = format!("SELECT {} FROM ({input_sql}) t", select.join(", "));
+        format!("CASE {} END", quarantine.join(" "))
+    };
+    let sql = format!(
+        "SELECT *, {flags} AS {DQ_FLAGS}, {rule} AS {QUARANTINE_RULE} FROM (SELECT t.*{checks} FROM ({input_sql}) t)"
+    );
     let df = ctx.sql(&sql).await?;
     let annotated = df.schema().as_arrow().clone();
     let input_fields = annotated.fields().len() - rules.len() - 2;
@@ -210,20 +207,10 @@ pub fn rows_json(batch: &RecordBatch) -> Result<Vec<String>> {
     Ok(text.lines().map(str::to_string).collect())
 }
 
-/// Registers batches as an in-memory table (replacing any table of that name).
-pub fn register(
-    ctx: &SessionContext,
-    name: &str,
-    schema: datafusion::arrow::datatypes::SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<()> {
-    let _ = ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(datafusion::datasource::MemTable::try_new(schema, vec![batches])?))?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
@@ -253,7 +240,7 @@ mod tests {
             ],
         )
         .unwrap();
-        register(&ctx, "t", schema, vec![b]).unwrap();
+        crate::lake::register_batches(&ctx, "t", schema, vec![b]).unwrap();
         ctx
     }
 

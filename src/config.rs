@@ -15,6 +15,9 @@
 //! [anomaly]                      # cost anomaly thresholds (see silver::anomalies)
 //! window_days = 28
 //! zscore_threshold = 3.0
+//!
+//! [cassandra]                    # serve from Cassandra (see serving::cassandra for every key)
+//! contact_points = ["127.0.0.1:9042"]
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -23,6 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::serving::cassandra::CassandraConfig;
 use crate::silver::SilverSettings;
 use crate::silver::anomalies::AnomalyConfig;
 use crate::silver::rules::Action;
@@ -52,6 +56,8 @@ pub struct FileConfig {
     pub rules: BTreeMap<String, Action>,
     /// Cost anomaly thresholds.
     pub anomaly: Option<AnomalyConfig>,
+    /// Serving on Cassandra; absent = the lake serves the queries.
+    pub cassandra: Option<CassandraConfig>,
 }
 
 impl FileConfig {
@@ -86,6 +92,8 @@ pub struct Settings {
     pub silver: SilverSettings,
     /// Rebuild every gold mart even when only new events arrived (`run --full`).
     pub full_refresh: bool,
+    /// Cassandra to publish to and query from, when configured.
+    pub cassandra: Option<CassandraConfig>,
 }
 
 impl Settings {
@@ -105,12 +113,16 @@ impl Settings {
                 "[rules] names an unknown rule {unknown:?}; `cloudlake quality` lists the rule ids"
             )));
         }
+        if let Some(c) = &file.cassandra {
+            c.validate().map_err(Error::Config)?;
+        }
         Ok(Settings {
             landing: landing.or(file.landing).unwrap_or_else(|| DEFAULT_LANDING.into()),
             lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_bytes: batch_mb * 1024 * 1024,
             silver: SilverSettings { rule_actions: file.rules, anomaly },
             full_refresh: false,
+            cassandra: file.cassandra,
         })
     }
 }

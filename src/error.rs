@@ -70,6 +70,9 @@ pub enum Error {
     /// JSON (de)serialisation of a report or checkpoint failed.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// Talking to Cassandra failed (connection, schema, a write or read that kept failing).
+    #[error("Cassandra: {0}")]
+    Cassandra(String),
     /// A broken invariant: a bug in cloudlake, not a problem with the input.
     #[error("internal error (a bug in cloudlake, please report it): {0}")]
     Internal(String),

@@ -98,7 +98,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     progress.done();
     stages.push(StageTiming { stage: "gold".into(), millis: gold_started.elapsed().as_millis() as u64 });
 
-    let report = RunReport {
+    let mut report = RunReport {
         run_id: meta.run_id.clone(),
         started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         millis: started.elapsed().as_millis() as u64,
@@ -111,14 +111,29 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         reconciliation,
         settings_fingerprint: fingerprint,
         stages,
+        publish: None,
     };
     report.write(&lake.runs_dir())?;
+    if let Some(config) = &settings.cassandra {
+        // The lake run is complete and recorded; a publish failure leaves it valid, and
+        // `cloudlake publish` (or the next run) publishes it again.
+        let publish_started = Instant::now();
+        progress.start("publish to Cassandra");
+        let cassandra = crate::serving::cassandra::Cassandra::connect(config).await?;
+        report.publish = Some(crate::serving::cassandra::publish::publish(&lake, &cassandra).await?);
+        progress.done();
+        report.stages.push(StageTiming {
+            stage: "publish".into(),
+            millis: publish_started.elapsed().as_millis() as u64,
+        });
+        report.write(&lake.runs_dir())?;
+    }
     Ok(report)
 }
 
-/// How many progress steps [`run`] takes.
-pub fn steps() -> u64 {
-    SOURCES.len() as u64 + 2
+/// How many progress steps [`run`] takes with `settings`.
+pub fn steps(settings: &Settings) -> u64 {
+    SOURCES.len() as u64 + 2 + u64::from(settings.cassandra.is_some())
 }
 
 /// A hash of the settings that shape silver and gold: when it changes, gold is rebuilt in full.

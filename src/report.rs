@@ -46,6 +46,9 @@ pub struct RunReport {
     pub settings_fingerprint: String,
     /// Per-stage timings.
     pub stages: Vec<StageTiming>,
+    /// What was published to Cassandra, when it is configured.
+    #[serde(default)]
+    pub publish: Option<crate::serving::cassandra::publish::PublishReport>,
 }
 
 impl RunReport {
@@ -145,7 +148,17 @@ impl RunReport {
         }
         right_align(&mut g, 2..6);
         let d = &self.daily;
-        let reconciled = format!("reconciled: {} checks passed", self.reconciliation.len());
+        let mut reconciled = format!("reconciled: {} checks passed", self.reconciliation.len());
+        if let Some(p) = &self.publish {
+            reconciled.push_str(&format!(
+                "\npublished to Cassandra: {} rows in {} tables ({} written, {} deleted) in {:.2} s",
+                p.rows(),
+                p.tables.len(),
+                p.written(),
+                p.deleted(),
+                p.seconds
+            ));
+        }
         format!(
             "run {} — {} ms\n{t}\n{s}\n{q}\ndaily features: {} (org, date, service) rows; anomalies: {} (z-score {}, MAD {}, percentile {})\n(`cloudlake quality` shows every rule with examples)\n{g}\n{reconciled}",
             self.run_id, self.millis, d.rows, d.anomalies, d.zscore_flags, d.mad_flags, d.pctl_flags

@@ -5,6 +5,7 @@
 
 mod generate;
 mod maintain;
+mod publish;
 mod quality;
 mod query;
 mod run;
@@ -38,6 +39,9 @@ pub struct GlobalArgs {
     /// TOML config file (keys: landing, lake, batch_mb) [default: ./cloudlake.toml if present]
     #[arg(long, env = "CLOUDLAKE_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Serve from Cassandra at these contact points (HOST:PORT,...); `[cassandra]` in the config file sets the rest
+    #[arg(long, env = "CLOUDLAKE_CASSANDRA", global = true, value_name = "HOSTS", value_delimiter = ',')]
+    cassandra: Option<Vec<String>>,
     /// Log each step at info level even on a terminal (CLOUDLAKE_LOG sets any level)
     #[arg(long, short, global = true)]
     verbose: bool,
@@ -48,7 +52,12 @@ pub struct GlobalArgs {
 
 impl GlobalArgs {
     fn settings(&self) -> anyhow::Result<Settings> {
-        let file = FileConfig::load(self.config.as_deref())?;
+        let mut file = FileConfig::load(self.config.as_deref())?;
+        if let Some(hosts) = &self.cassandra {
+            let mut c = file.cassandra.take().unwrap_or_default();
+            c.contact_points = hosts.iter().map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).collect();
+            file.cassandra = Some(c);
+        }
         Ok(Settings::resolve(self.landing.clone(), self.lake.clone(), file)?)
     }
 }
@@ -59,6 +68,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run ad-hoc SQL over every lake table (bronze_*, silver_*, gold_*, quarantine_*)
     Sql(sql::SqlArgs),
+    /// Publish the gold marts to Cassandra (idempotent upserts; rows gone from the lake are deleted)
+    Publish(publish::PublishArgs),
     /// The five dashboard queries (daily-usage, top-services, critical-tickets, revenue, genai-tokens)
     Query(query::QueryArgs),
     /// Write synthetic landing data with the bundled dataset's shape and flaws, N times its size
@@ -86,6 +97,7 @@ pub fn main() -> ExitCode {
             Command::Sql(args) => sql::run(&cli.global, args).await,
             Command::Quality(args) => quality::run(&cli.global, args).await,
             Command::Query(args) => query::run(&cli.global, args).await,
+            Command::Publish(args) => publish::run(&cli.global, args).await,
             Command::Maintain(args) => maintain::run(&cli.global, args).await,
             Command::Generate(args) => generate::run(args).await,
         }

@@ -3,6 +3,7 @@
 use chrono::NaiveDate;
 use clap::Args;
 use cloudlake::lake::Lake;
+use cloudlake::serving::cassandra::Cassandra;
 use cloudlake::serving::queries::parse_date;
 use cloudlake::serving::{QueryName, QueryParams, lake};
 use cloudlake::sql::{OutputFormat, write_batches};
@@ -33,6 +34,20 @@ pub struct QueryArgs {
     /// Output format
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+    /// Where to answer from: Cassandra when configured, else the lake (auto)
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+}
+
+/// The serving backend of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Cassandra when configured, else the lake
+    Auto,
+    /// The gold marts in the lake
+    Lake,
+    /// Cassandra (needs --cassandra or [cassandra] in the config file)
+    Cassandra,
 }
 
 pub async fn run(global: &GlobalArgs, args: &QueryArgs) -> anyhow::Result<()> {
@@ -44,7 +59,23 @@ pub async fn run(global: &GlobalArgs, args: &QueryArgs) -> anyhow::Result<()> {
         to: args.to,
         top: args.top,
     };
-    let batches = lake::query(&Lake::new(&settings.lake)?, args.name, &params).await?;
+    params.validate(args.name)?;
+    let cassandra = match (args.backend, &settings.cassandra) {
+        (Backend::Lake, _) | (Backend::Auto, None) => None,
+        (_, Some(c)) => Some(c),
+        (Backend::Cassandra, None) => {
+            anyhow::bail!(
+                "--backend cassandra needs --cassandra HOST:PORT or a [cassandra] table in the config file"
+            )
+        }
+    };
+    let batches = match cassandra {
+        Some(config) => {
+            let c = Cassandra::connect(config).await?;
+            cloudlake::serving::cassandra::query::query(&c, args.name, &params).await?
+        }
+        None => lake::query(&Lake::new(&settings.lake)?, args.name, &params).await?,
+    };
     let stdout = std::io::stdout();
     write_batches(&batches, args.format, &mut stdout.lock())?;
     Ok(())

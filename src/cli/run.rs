@@ -19,7 +19,7 @@ pub struct RunArgs {
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let mut settings = global.settings()?;
     settings.full_refresh = args.full;
-    let progress = Progress::new(pipeline::steps(), !global.quiet);
+    let progress = Progress::new(pipeline::steps(&settings), !global.quiet);
     let report = pipeline::run(&settings, &progress).await;
     progress.finish();
     let report = report?;

@@ -2,11 +2,16 @@
 //!
 //! Parameters are bound as placeholders (`$1`, ...), never spliced into SQL text.
 
-use datafusion::arrow::array::RecordBatch;
+use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Date32Type;
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 
-use super::queries::{DEFAULT_TOP, QueryName, QueryParams};
+use super::queries::{
+    CRITICAL_TICKETS_DAYS, DEFAULT_TOP, QueryName, QueryParams, TOP_SERVICES_DAYS, output_schema,
+};
+use super::views::{ALL_ORGS, CRITICAL_TICKETS_BY_DAY, GENAI_TOKENS_BY_DAY, GOLD_MARTS, REVENUE_BY_MONTH};
 use crate::lake::{Lake, Layer};
 use crate::{Error, Result};
 
@@ -14,13 +19,7 @@ use crate::{Error, Result};
 pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
     params.validate(name)?;
     let ctx = crate::lake::session();
-    for mart in [
-        "org_daily_usage_by_service",
-        "tickets_by_org_date",
-        "revenue_by_org_month",
-        "genai_tokens_by_org_date",
-        "org_health",
-    ] {
+    for mart in GOLD_MARTS {
         if !lake.register(&ctx, Layer::Gold, mart).await? {
             return Err(Error::Usage(format!(
                 "gold mart {mart} not found in {}; run `cloudlake run` first",
@@ -36,58 +35,83 @@ pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result
     {
         return Err(Error::Usage(format!("unknown org {org:?}")));
     }
+    let reference = match params.to {
+        Some(d) => Some(d),
+        None => latest_usage_date(&ctx).await?,
+    };
+    let scope = text(params.org.as_deref().unwrap_or(ALL_ORGS));
     let org = params.org.as_deref().map(text).unwrap_or(ScalarValue::Utf8(None));
-    let date = |d: Option<chrono::NaiveDate>| {
-        ScalarValue::Date32(d.map(|d| (d - chrono::NaiveDate::default()).num_days() as i32))
-    };
     let (from, to) = (date(params.from), date(params.to));
-    let (sql, args): (&str, Vec<ScalarValue>) = match name {
-        QueryName::DailyUsage => (
-            "SELECT usage_date, service, cost_usd, requests FROM gold_org_daily_usage_by_service
-             WHERE org_id = $1 AND ($2 IS NULL OR service = $2)
-               AND ($3 IS NULL OR usage_date >= $3) AND ($4 IS NULL OR usage_date <= $4)
-             ORDER BY usage_date, service",
-            vec![org, params.service.as_deref().map(text).unwrap_or(ScalarValue::Utf8(None)), from, to],
-        ),
-        QueryName::TopServices => (
-            "WITH ref AS (SELECT COALESCE($2, max(usage_date)) AS d FROM gold_org_daily_usage_by_service)
-             SELECT row_number() OVER (ORDER BY sum(cost_usd) DESC, service) AS rank, service,
-                    CAST(sum(cost_usd) AS DECIMAL(18, 6)) AS cost_usd, CAST(sum(requests) AS DECIMAL(18, 6)) AS requests
-             FROM gold_org_daily_usage_by_service CROSS JOIN ref
-             WHERE org_id = $1 AND usage_date > ref.d - INTERVAL '14 days' AND usage_date <= ref.d
-             GROUP BY service ORDER BY rank LIMIT $3",
-            vec![org, to, ScalarValue::Int64(Some(params.top.unwrap_or(DEFAULT_TOP) as i64))],
-        ),
-        QueryName::CriticalTickets => (
-            "WITH ref AS (SELECT COALESCE($2, max(usage_date)) AS d FROM gold_org_daily_usage_by_service)
-             SELECT ticket_date, CAST(sum(tickets) AS BIGINT) AS critical_tickets, CAST(sum(sla_breaches) AS BIGINT) AS sla_breaches,
-                    CAST(sum(sla_breaches) AS DOUBLE) / sum(tickets) AS sla_breach_rate
-             FROM gold_tickets_by_org_date CROSS JOIN ref
-             WHERE severity = 'critical' AND ($1 IS NULL OR org_id = $1)
-               AND ticket_date > ref.d - INTERVAL '30 days' AND ticket_date <= ref.d
-             GROUP BY ticket_date ORDER BY ticket_date",
-            vec![org, to],
-        ),
-        QueryName::Revenue => (
-            "SELECT month, CAST(sum(subtotal_usd) AS DECIMAL(18, 6)) AS subtotal_usd, CAST(sum(credits_usd) AS DECIMAL(18, 6)) AS credits_usd,
-                    CAST(sum(taxes_usd) AS DECIMAL(18, 6)) AS taxes_usd, CAST(sum(revenue_usd) AS DECIMAL(18, 6)) AS revenue_usd,
-                    CAST(sum(invoices) AS BIGINT) AS invoices
-             FROM gold_revenue_by_org_month
-             WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR month >= date_trunc('month', $2)) AND ($3 IS NULL OR month <= $3)
-             GROUP BY month ORDER BY month",
-            vec![org, from, to],
-        ),
-        QueryName::GenaiTokens => (
-            "SELECT usage_date, CAST(sum(total_tokens) AS BIGINT) AS total_tokens, CAST(sum(genai_cost_usd) AS DECIMAL(18, 6)) AS genai_cost_usd,
-                    CASE WHEN sum(total_tokens) > 0
-                         THEN CAST(CAST(sum(genai_cost_usd) AS DECIMAL(38, 6)) * 1000000 / sum(total_tokens) AS DECIMAL(18, 6)) END AS cost_per_million_tokens
-             FROM gold_genai_tokens_by_org_date
-             WHERE ($1 IS NULL OR org_id = $1) AND ($2 IS NULL OR usage_date >= $2) AND ($3 IS NULL OR usage_date <= $3)
-             GROUP BY usage_date ORDER BY usage_date",
-            vec![org, from, to],
-        ),
+    let window = |days: i64| {
+        let end = reference.unwrap_or_default();
+        (date(reference.map(|_| end - chrono::Days::new(days as u64 - 1))), date(reference))
     };
-    run(&ctx, sql, args).await
+    let batches = match name {
+        QueryName::DailyUsage => {
+            run(
+                &ctx,
+                "SELECT usage_date, service, cost_usd, requests FROM gold_org_daily_usage_by_service
+                 WHERE org_id = $1 AND ($2 IS NULL OR service = $2)
+                   AND ($3 IS NULL OR usage_date >= $3) AND ($4 IS NULL OR usage_date <= $4)
+                 ORDER BY usage_date, service",
+                vec![org, params.service.as_deref().map(text).unwrap_or(ScalarValue::Utf8(None)), from, to],
+            )
+            .await?
+        }
+        QueryName::TopServices => {
+            let (first, last) = window(TOP_SERVICES_DAYS);
+            run(
+                &ctx,
+                "SELECT row_number() OVER (ORDER BY sum(cost_usd) DESC, service) AS rank, service,
+                        CAST(sum(cost_usd) AS DECIMAL(18, 6)) AS cost_usd, CAST(sum(requests) AS DECIMAL(18, 6)) AS requests
+                 FROM gold_org_daily_usage_by_service
+                 WHERE org_id = $1 AND usage_date >= $2 AND usage_date <= $3
+                 GROUP BY service ORDER BY rank LIMIT $4",
+                vec![org, first, last, ScalarValue::Int64(Some(params.top.unwrap_or(DEFAULT_TOP) as i64))],
+            )
+            .await?
+        }
+        QueryName::CriticalTickets => {
+            let (first, last) = window(CRITICAL_TICKETS_DAYS);
+            let sql = format!(
+                "SELECT ticket_date, critical_tickets, sla_breaches, sla_breach_rate FROM ({CRITICAL_TICKETS_BY_DAY})
+                 WHERE scope = $1 AND ticket_date >= $2 AND ticket_date <= $3 ORDER BY ticket_date"
+            );
+            run(&ctx, &sql, vec![scope, first, last]).await?
+        }
+        QueryName::Revenue => {
+            let sql = format!(
+                "SELECT month, subtotal_usd, credits_usd, taxes_usd, revenue_usd, invoices FROM ({REVENUE_BY_MONTH})
+                 WHERE scope = $1 AND ($2 IS NULL OR month >= $2) AND ($3 IS NULL OR month <= $3) ORDER BY month"
+            );
+            run(&ctx, &sql, vec![scope, date(params.from.map(first_of_month)), to]).await?
+        }
+        QueryName::GenaiTokens => {
+            let sql = format!(
+                "SELECT usage_date, total_tokens, genai_cost_usd, cost_per_million_tokens FROM ({GENAI_TOKENS_BY_DAY})
+                 WHERE scope = $1 AND ($2 IS NULL OR usage_date >= $2) AND ($3 IS NULL OR usage_date <= $3) ORDER BY usage_date"
+            );
+            run(&ctx, &sql, vec![scope, from, to]).await?
+        }
+    };
+    super::conform(batches, &output_schema(name))
+}
+
+/// The latest usage date in gold: the default reference date of "last N days".
+async fn latest_usage_date(ctx: &SessionContext) -> Result<Option<NaiveDate>> {
+    let b = run(ctx, "SELECT max(usage_date) FROM gold_org_daily_usage_by_service", vec![]).await?;
+    let Some(b) = b.iter().find(|b| b.num_rows() > 0) else { return Ok(None) };
+    let days = b.column(0).as_primitive::<Date32Type>();
+    Ok(days.is_valid(0).then(|| super::from_days(days.value(0))))
+}
+
+/// The first day of `d`'s month.
+pub fn first_of_month(d: NaiveDate) -> NaiveDate {
+    d.with_day(1).unwrap_or(d)
+}
+
+fn date(d: Option<NaiveDate>) -> ScalarValue {
+    ScalarValue::Date32(d.map(super::days))
 }
 
 fn text(s: &str) -> ScalarValue {

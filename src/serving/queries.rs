@@ -12,7 +12,10 @@
 //! data (one reference for every query and for `gold_org_health`).
 //! Without `--org`, the org-optional queries sum over every org.
 
+use std::sync::Arc;
+
 use chrono::NaiveDate;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -109,6 +112,52 @@ impl QueryParams {
         }
         Ok(())
     }
+}
+
+/// Days of top-services' window, ending at the reference date.
+pub const TOP_SERVICES_DAYS: i64 = 14;
+/// Days of critical-tickets' window, ending at the reference date.
+pub const CRITICAL_TICKETS_DAYS: i64 = 30;
+
+/// The columns every backend returns for `name`, in order, with their types.
+pub fn output_schema(name: QueryName) -> SchemaRef {
+    let money = || DataType::Decimal128(18, 6);
+    let f = |n: &str, t: DataType| Field::new(n, t, true);
+    let fields = match name {
+        QueryName::DailyUsage => vec![
+            f("usage_date", DataType::Date32),
+            f("service", DataType::Utf8),
+            f("cost_usd", money()),
+            f("requests", money()),
+        ],
+        QueryName::TopServices => vec![
+            f("rank", DataType::UInt64),
+            f("service", DataType::Utf8),
+            f("cost_usd", money()),
+            f("requests", money()),
+        ],
+        QueryName::CriticalTickets => vec![
+            f("ticket_date", DataType::Date32),
+            f("critical_tickets", DataType::Int64),
+            f("sla_breaches", DataType::Int64),
+            f("sla_breach_rate", DataType::Float64),
+        ],
+        QueryName::Revenue => vec![
+            f("month", DataType::Date32),
+            f("subtotal_usd", money()),
+            f("credits_usd", money()),
+            f("taxes_usd", money()),
+            f("revenue_usd", money()),
+            f("invoices", DataType::Int64),
+        ],
+        QueryName::GenaiTokens => vec![
+            f("usage_date", DataType::Date32),
+            f("total_tokens", DataType::Int64),
+            f("genai_cost_usd", money()),
+            f("cost_per_million_tokens", money()),
+        ],
+    };
+    Arc::new(Schema::new(fields))
 }
 
 /// Parses a date given as `YYYY-MM-DD`.

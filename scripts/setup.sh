@@ -7,9 +7,12 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev; do
+for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# Cassandra and Kafka run from Maven Central jars on Java 17.
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine, then runs every check CI runs: format, lints (warnings are errors) and
-# every test (unit and integration, one dev-profile build shared by all).
+# every test (unit and integration, one dev-profile build shared by all), including the tests
+# against a real Cassandra node, which this script starts (fresh folder, free ports) and stops.
 #
 # Builds go to $CARGO_TARGET_DIR, by default ~/.cache/cloudlake/target (outside the clone, so a
 # second clone or a CI rerun reuses the compiled dependencies).
@@ -13,11 +14,27 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+CASSANDRA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/cloudlake-test-cassandra.XXXXXX")
+cleanup() {
+  ./scripts/cassandra.sh stop "$CASSANDRA_DIR" >/dev/null 2>&1 || true
+  rm -rf "$CASSANDRA_DIR"
+}
+trap cleanup EXIT
+step "start Cassandra for the serving tests (in the background, while the build runs)"
+CASSANDRA_PORT=$(free_port) CASSANDRA_STORAGE_PORT=$(free_port) ./scripts/cassandra.sh start "$CASSANDRA_DIR" &
+cassandra_start=$!
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
+
+step "wait for Cassandra"
+wait "$cassandra_start" || { echo "test-all: Cassandra did not start; see $CASSANDRA_DIR/logs" >&2; exit 1; }
+CLOUDLAKE_TEST_CASSANDRA="127.0.0.1:$(. "$CASSANDRA_DIR/ports.env"; echo "$CQL_PORT")"
+export CLOUDLAKE_TEST_CASSANDRA
 
 step "cargo test"
 cargo test --locked --all-targets

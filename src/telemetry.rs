@@ -12,7 +12,13 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber; `verbose` raises the default level to `info` on terminals.
 pub fn init(verbose: bool) {
     // Dependencies (delta-rs logs every commit at INFO) stay at warnings unless asked.
-    let default = if std::io::stderr().is_terminal() && !verbose { "warn" } else { "warn,cloudlake=info" };
+    // The Cassandra driver logs each failed connection attempt at ERROR while cloudlake retries;
+    // cloudlake's own warning names the node, the cause and the next attempt instead.
+    let default = if std::io::stderr().is_terminal() && !verbose {
+        "warn,scylla=off"
+    } else {
+        "warn,scylla=off,cloudlake=info"
+    };
     let filter = EnvFilter::try_from_env("CLOUDLAKE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(default))
         // delta-rs's kernel logs an ERROR when a table is created in an empty folder; it is not one.

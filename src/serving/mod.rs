@@ -28,8 +28,11 @@ pub fn from_days(n: i32) -> NaiveDate {
 }
 
 /// Casts `batches` to `schema` (same columns in the same order), so every backend returns the
-/// same Arrow types.
+/// same Arrow types; an empty answer is one empty batch, so its columns are still known.
 pub fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
+    if batches.iter().all(|b| b.num_rows() == 0) {
+        return Ok(vec![RecordBatch::new_empty(schema.clone())]);
+    }
     batches
         .into_iter()
         .map(|b| {

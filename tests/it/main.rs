@@ -1,6 +1,7 @@
 //! Integration tests, one binary (one link step): real landing data and hand-made fixtures.
 
 mod bronze;
+mod cassandra;
 mod cli;
 mod generate;
 mod gold;
@@ -56,6 +57,7 @@ pub async fn run_with(
         batch_bytes: 64 * 1024 * 1024,
         silver,
         full_refresh: false,
+        cassandra: None,
     };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }

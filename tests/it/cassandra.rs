@@ -404,4 +404,18 @@ fn run_publishes_when_cassandra_is_configured_and_query_reads_from_it() {
     }
     let out = cloudlake(&lake, &config_file, &["query", "revenue", "--org", "nope"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "cloudlake: unknown org \"nope\"");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(
+        &empty,
+        format!(
+            "[cassandra]\ncontact_points = [\"{}\"]\nkeyspace = \"never_published\"\n",
+            c.contact_points[0]
+        ),
+    )
+    .unwrap();
+    let out = cloudlake(&lake, &empty, &["query", "revenue"]).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "cloudlake: nothing is published in Cassandra keyspace never_published yet; run `cloudlake publish` first"
+    );
 }

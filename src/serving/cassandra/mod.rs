@@ -154,8 +154,8 @@ impl std::fmt::Debug for Cassandra {
 }
 
 impl Cassandra {
-    /// Connects, retrying for up to `retry_seconds` while no node answers, then makes sure the
-    /// keyspace and the serving tables exist ([`schema::apply`]).
+    /// Connects, retrying for up to `retry_seconds` while no node answers. Publishing creates the
+    /// keyspace and tables ([`schema::apply`]); queries only read.
     pub async fn connect(config: &CassandraConfig) -> Result<Self> {
         config.validate().map_err(Error::Config)?;
         let mut builder = SessionBuilder::new()
@@ -194,9 +194,7 @@ impl Cassandra {
                 }
             }
         };
-        let cassandra = Cassandra { session, config: config.clone(), prepared: Mutex::new(HashMap::new()) };
-        schema::apply(&cassandra).await?;
-        Ok(cassandra)
+        Ok(Cassandra { session, config: config.clone(), prepared: Mutex::new(HashMap::new()) })
     }
 
     /// The settings this session was opened with.

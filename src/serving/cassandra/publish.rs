@@ -75,9 +75,10 @@ impl PublishReport {
     }
 }
 
-/// Publishes the lake's gold marts to `c`.
+/// Publishes the lake's gold marts to `c`, creating the keyspace and tables first if needed.
 pub async fn publish(lake: &Lake, c: &Cassandra) -> Result<PublishReport> {
     let started = Instant::now();
+    super::schema::apply(c).await?;
     let ctx = crate::lake::session();
     for mart in GOLD_MARTS {
         if !lake.register(&ctx, Layer::Gold, mart).await? {

@@ -45,11 +45,14 @@ pub struct ServingState {
 
 /// Reads `serving_state`; an error when nothing was published to this keyspace yet.
 pub async fn state(c: &Cassandra) -> Result<ServingState> {
+    let exists = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'serving_state'";
+    let published = !c.rows("looking up the serving tables", exists, &(c.keyspace(),)).await?.is_empty();
     let cql = format!(
         "SELECT reference_date, first_usage_date, last_usage_date, first_month, last_month FROM {}.serving_state WHERE id = ?",
         c.keyspace()
     );
-    let rows = c.rows("reading serving_state", &cql, &("current",)).await?;
+    let rows =
+        if published { c.rows("reading serving_state", &cql, &("current",)).await? } else { Vec::new() };
     let Some(row) = rows.first() else {
         return Err(Error::Usage(format!(
             "nothing is published in Cassandra keyspace {} yet; run `cloudlake publish` first",

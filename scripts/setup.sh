@@ -7,7 +7,8 @@
 set -euo pipefail
 
 need_apt=()
-for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3; do
+# chromium: the dashboard test drives it headless; wrk: scripts/load-test.sh.
+for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3 chromium wrk; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # Cassandra and Kafka run from Maven Central jars on Java 17.

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::api::ApiConfig;
 use crate::serving::cassandra::CassandraConfig;
 use crate::silver::SilverSettings;
 use crate::silver::anomalies::AnomalyConfig;
@@ -58,6 +59,8 @@ pub struct FileConfig {
     pub anomaly: Option<AnomalyConfig>,
     /// Serving on Cassandra; absent = the lake serves the queries.
     pub cassandra: Option<CassandraConfig>,
+    /// The REST API and dashboard (`cloudlake serve`).
+    pub api: Option<ApiConfig>,
 }
 
 impl FileConfig {
@@ -94,6 +97,8 @@ pub struct Settings {
     pub full_refresh: bool,
     /// Cassandra to publish to and query from, when configured.
     pub cassandra: Option<CassandraConfig>,
+    /// The REST API's settings.
+    pub api: ApiConfig,
 }
 
 impl Settings {
@@ -123,6 +128,7 @@ impl Settings {
             silver: SilverSettings { rule_actions: file.rules, anomaly },
             full_refresh: false,
             cassandra: file.cassandra,
+            api: file.api.unwrap_or_default(),
         })
     }
 }

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod api;
 pub mod bronze;
 pub mod config;
 pub mod error;

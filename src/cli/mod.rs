@@ -9,6 +9,7 @@ mod publish;
 mod quality;
 mod query;
 mod run;
+mod serve;
 mod sql;
 
 use std::path::PathBuf;
@@ -70,8 +71,12 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Publish the gold marts to Cassandra (idempotent upserts; rows gone from the lake are deleted)
     Publish(publish::PublishArgs),
-    /// The five dashboard queries (daily-usage, top-services, critical-tickets, revenue, genai-tokens)
+    /// The dashboard queries (daily-usage, top-services, critical-tickets, revenue, genai-tokens, anomalies)
     Query(query::QueryArgs),
+    /// Serve the REST API and the dashboard (needs API keys: see api-key)
+    Serve(serve::ServeArgs),
+    /// Make a new random API key and print the config entry with its hash
+    ApiKey(serve::ApiKeyArgs),
     /// Write synthetic landing data with the bundled dataset's shape and flaws, N times its size
     Generate(generate::GenerateArgs),
     /// Compact small files and vacuum files old versions no longer need, in every table
@@ -100,6 +105,8 @@ pub fn main() -> ExitCode {
             Command::Publish(args) => publish::run(&cli.global, args).await,
             Command::Maintain(args) => maintain::run(&cli.global, args).await,
             Command::Generate(args) => generate::run(args).await,
+            Command::Serve(args) => serve::run(&cli.global, args).await,
+            Command::ApiKey(args) => serve::api_key(args),
         }
     });
     match result {

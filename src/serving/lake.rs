@@ -93,8 +93,36 @@ pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result
             );
             run(&ctx, &sql, vec![scope, from, to]).await?
         }
+        QueryName::Anomalies => {
+            run(
+                &ctx,
+                "SELECT usage_date, service, cost_usd, baseline_cost_usd, zscore, methods_flagged FROM gold_cost_anomaly_mart
+                 WHERE org_id = $1 AND is_anomaly AND ($2 IS NULL OR usage_date >= $2) AND ($3 IS NULL OR usage_date <= $3)
+                 ORDER BY usage_date, service",
+                vec![org, from, to],
+            )
+            .await?
+        }
     };
     super::conform(batches, &output_schema(name))
+}
+
+/// Every org (id, name, industry, plan tier), by name: the dashboard's picker.
+pub async fn orgs(lake: &Lake) -> Result<Vec<RecordBatch>> {
+    let ctx = crate::lake::session();
+    if !lake.register(&ctx, Layer::Gold, "org_health").await? {
+        return Err(Error::Usage(format!(
+            "gold mart org_health not found in {}; run `cloudlake run` first",
+            lake.root().display()
+        )));
+    }
+    let batches = run(
+        &ctx,
+        "SELECT org_id, org_name, industry, plan_tier FROM gold_org_health ORDER BY org_name, org_id",
+        vec![],
+    )
+    .await?;
+    super::conform(batches, &super::queries::orgs_schema())
 }
 
 /// The latest usage date in gold: the default reference date of "last N days".

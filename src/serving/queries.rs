@@ -7,6 +7,7 @@
 //! | `critical-tickets` | critical tickets and SLA breach rate per day over the last 30 days | `--org`, `--to` |
 //! | `revenue` | monthly revenue with credits and taxes, in USD | `--org`, `--from`, `--to` |
 //! | `genai-tokens` | GenAI tokens and estimated cost per day | `--org`, `--from`, `--to` |
+//! | `anomalies` | cost anomalies (day, service) for an org over a date range, for the dashboard's highlights | `--org` (required), `--from`, `--to` |
 //!
 //! "Last N days" ends at the reference date: `--to` when given, else the latest usage date in the
 //! data (one reference for every query and for `gold_org_health`).
@@ -34,16 +35,19 @@ pub enum QueryName {
     Revenue,
     /// GenAI tokens and estimated cost per day.
     GenaiTokens,
+    /// Cost anomalies per day and service for an org over a date range.
+    Anomalies,
 }
 
 impl QueryName {
-    /// Every query, in SPEC order.
-    pub const ALL: [QueryName; 5] = [
+    /// Every query: SPEC's five, then the anomaly highlights.
+    pub const ALL: [QueryName; 6] = [
         QueryName::DailyUsage,
         QueryName::TopServices,
         QueryName::CriticalTickets,
         QueryName::Revenue,
         QueryName::GenaiTokens,
+        QueryName::Anomalies,
     ];
 
     /// The CLI and API name (`daily-usage`, ...).
@@ -54,12 +58,13 @@ impl QueryName {
             QueryName::CriticalTickets => "critical-tickets",
             QueryName::Revenue => "revenue",
             QueryName::GenaiTokens => "genai-tokens",
+            QueryName::Anomalies => "anomalies",
         }
     }
 
     /// Whether `--org` is required.
     pub fn needs_org(self) -> bool {
-        matches!(self, QueryName::DailyUsage | QueryName::TopServices)
+        matches!(self, QueryName::DailyUsage | QueryName::TopServices | QueryName::Anomalies)
     }
 }
 
@@ -156,8 +161,22 @@ pub fn output_schema(name: QueryName) -> SchemaRef {
             f("genai_cost_usd", money()),
             f("cost_per_million_tokens", money()),
         ],
+        QueryName::Anomalies => vec![
+            f("usage_date", DataType::Date32),
+            f("service", DataType::Utf8),
+            f("cost_usd", money()),
+            f("baseline_cost_usd", money()),
+            f("zscore", DataType::Float64),
+            f("methods_flagged", DataType::Int64),
+        ],
     };
     Arc::new(Schema::new(fields))
+}
+
+/// The columns of the org list.
+pub fn orgs_schema() -> SchemaRef {
+    let f = |n: &str| Field::new(n, DataType::Utf8, true);
+    Arc::new(Schema::new(vec![f("org_id"), f("org_name"), f("industry"), f("plan_tier")]))
 }
 
 /// Parses a date given as `YYYY-MM-DD`.

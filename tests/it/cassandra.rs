@@ -82,6 +82,11 @@ async fn assert_queries_match(lake: &Path, c: &Cassandra, orgs: &[String]) -> us
             (QueryName::CriticalTickets, QueryParams { org: o.clone(), ..Default::default() }),
             (QueryName::Revenue, QueryParams { org: o.clone(), ..Default::default() }),
             (QueryName::GenaiTokens, QueryParams { org: o.clone(), ..Default::default() }),
+            (QueryName::Anomalies, QueryParams { org: o.clone(), ..Default::default() }),
+            (
+                QueryName::Anomalies,
+                QueryParams { org: o.clone(), from: d("2025-08-01"), ..Default::default() },
+            ),
         ]);
     }
     cases.extend([
@@ -380,7 +385,7 @@ fn run_publishes_when_cassandra_is_configured_and_query_reads_from_it() {
         "{stdout}"
     );
     let org = stdout.split("Dashboard queries (org ").nth(1).unwrap().split(',').next().unwrap().to_string();
-    for name in ["daily-usage", "top-services", "critical-tickets", "revenue", "genai-tokens"] {
+    for name in ["daily-usage", "top-services", "critical-tickets", "revenue", "genai-tokens", "anomalies"] {
         let answer = |backend: &str| {
             let out = cloudlake(
                 &lake,
@@ -397,9 +402,13 @@ fn run_publishes_when_cassandra_is_configured_and_query_reads_from_it() {
             "critical-tickets" => "ticket_date,",
             "revenue" => "month,",
             "top-services" => "rank,",
+            "anomalies" => "usage_date,service,cost_usd,baseline_cost_usd,",
             _ => "usage_date,",
         }));
-        assert!(name == "critical-tickets" || from_lake.lines().count() > 1, "{name}: {from_lake}");
+        assert!(
+            matches!(name, "critical-tickets" | "anomalies") || from_lake.lines().count() > 1,
+            "{name}: {from_lake}"
+        );
         assert_eq!(from_cassandra, from_lake, "{name}");
     }
     let out = cloudlake(&lake, &config_file, &["query", "revenue", "--org", "nope"]).output().unwrap();

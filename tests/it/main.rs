@@ -1,5 +1,6 @@
 //! Integration tests, one binary (one link step): real landing data and hand-made fixtures.
 
+mod api;
 mod bronze;
 mod cassandra;
 mod cli;
@@ -58,6 +59,7 @@ pub async fn run_with(
         silver,
         full_refresh: false,
         cassandra: None,
+        api: Default::default(),
     };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }

@@ -8,6 +8,7 @@
 //! | critical-tickets | critical_tickets_by_day | (scope, month) of the last 30 days: 1–2 |
 //! | revenue | revenue_by_month | (scope, year) for each year of the range |
 //! | genai-tokens | genai_tokens_by_day | (scope, month) for each month of the range |
+//! | anomalies | cost_anomaly_mart | (org, month) for each month of the range |
 //!
 //! Ranges without `--from`/`--to` are the published span (`serving_state`), so no query scans.
 
@@ -70,6 +71,33 @@ pub async fn state(c: &Cassandra) -> Result<ServingState> {
         first_month: d(3),
         last_month: d(4),
     })
+}
+
+/// When the data was last published; `None` when nothing is.
+pub async fn published_at(c: &Cassandra) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let exists = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'serving_state'";
+    if c.rows("looking up the serving tables", exists, &(c.keyspace(),)).await?.is_empty() {
+        return Ok(None);
+    }
+    let cql = format!("SELECT published_at FROM {}.serving_state WHERE id = ?", c.keyspace());
+    let rows = c.rows("reading serving_state", &cql, &("current",)).await?;
+    Ok(rows.first().and_then(|r| match r.columns.first() {
+        Some(Some(CqlValue::Timestamp(t))) => chrono::DateTime::from_timestamp_millis(t.0),
+        _ => None,
+    }))
+}
+
+/// Every org (id, name, industry, plan tier), by name, from `org_health` (one small row per
+/// org; the only read that visits every partition, and the API caches it).
+pub async fn orgs(c: &Cassandra) -> Result<Vec<RecordBatch>> {
+    let cql = format!("SELECT org_id, org_name, industry, plan_tier FROM {}.org_health", c.keyspace());
+    let mut rows = c.rows("reading the org list", &cql, &()).await?;
+    let text = |r: &Row, i: usize| match r.columns.get(i) {
+        Some(Some(CqlValue::Text(s))) => Some(s.clone()),
+        _ => None,
+    };
+    rows.sort_by_key(|r| (text(r, 1), text(r, 0)));
+    Ok(vec![rows_to_batch(crate::serving::queries::orgs_schema(), &rows)?])
 }
 
 /// Answers `name` from Cassandra, with the same columns, types and rows as the lake backend.
@@ -138,6 +166,21 @@ pub async fn query(c: &Cassandra, name: QueryName, params: &QueryParams) -> Resu
             );
             let span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
             by_month(c, &cql, &scope, span).await?
+        }
+        QueryName::Anomalies => {
+            let cql = format!(
+                "SELECT usage_date, service, cost_usd, baseline_cost_usd, zscore, methods_flagged, is_anomaly
+                 FROM {ks}.cost_anomaly_mart WHERE org_id = ? AND month = ? AND usage_date >= ? AND usage_date <= ?"
+            );
+            let span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
+            let mut rows = by_month(c, &cql, &scope, span).await?;
+            // A month of one org is at most 31 days × services: filtering it here is cheaper
+            // than a second table keyed by the flag.
+            rows.retain(|r| matches!(r.columns.last(), Some(Some(CqlValue::Boolean(true)))));
+            for r in &mut rows {
+                r.columns.pop();
+            }
+            rows
         }
     };
     Ok(vec![rows_to_batch(schema, &rows)?])

@@ -12,8 +12,10 @@
 //!
 //! Answers come from Cassandra when configured, else from the lake, and are cached per query
 //! and parameters until the data changes: the server checks the data version (latest run
-//! report, or `serving_state.published_at`) at most once a second. A page is a slice of one
-//! answer; its cursor names the data version, so pages never mix two versions.
+//! report, or `serving_state.published_at`) at most once a second. From the lake a page is a
+//! slice of one answer; from Cassandra it is one Cassandra page, and its cursor carries the
+//! driver's paging state. Either way the cursor names the data version, so pages never mix two
+//! versions.
 
 pub mod auth;
 pub mod dashboard;
@@ -38,6 +40,7 @@ use serde_json::{Value, json};
 
 use crate::lake::Lake;
 use crate::serving::cassandra::Cassandra;
+use crate::serving::cassandra::query::PageCursor;
 use crate::serving::queries::parse_date;
 use crate::serving::{QueryName, QueryParams};
 use crate::{Error, Result};
@@ -118,9 +121,11 @@ impl Backend {
     }
 }
 
-/// One computed answer, as JSON rows.
+/// One computed answer (or, from Cassandra, one page of it), as JSON rows.
 struct Answer {
     rows: Vec<Value>,
+    /// Where the next Cassandra page starts, for a page.
+    next: Option<PageCursor>,
 }
 
 struct Version {
@@ -175,14 +180,15 @@ impl AppState {
     async fn cached(
         &self,
         key: String,
-        compute: impl std::future::Future<Output = Result<Vec<RecordBatch>>>,
+        compute: impl std::future::Future<Output = Result<(Vec<RecordBatch>, Option<PageCursor>)>>,
     ) -> Result<Arc<Answer>> {
         if let Some(a) = self.cache.lock().map_err(|_| poisoned())?.get(&key) {
             self.metrics.cache_hits.inc();
             return Ok(a.clone());
         }
         self.metrics.cache_misses.inc();
-        let answer = Arc::new(Answer { rows: json_rows(&compute.await?)? });
+        let (batches, next) = compute.await?;
+        let answer = Arc::new(Answer { rows: json_rows(&batches)?, next });
         let mut cache = self.cache.lock().map_err(|_| poisoned())?;
         if cache.len() >= MAX_CACHED {
             cache.clear();
@@ -346,10 +352,17 @@ struct Params {
 struct Cursor {
     /// Data version of the answer.
     v: String,
-    /// Offset of the next row.
+    /// Offset of the next row (lake), or index of the partition read (Cassandra).
     o: usize,
     /// The query and parameters the cursor belongs to.
     k: String,
+    /// Cassandra's paging state within the partition, URL-safe base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<String>,
+}
+
+fn encode_cursor(c: &Cursor) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap_or_default())
 }
 
 fn bad(m: impl Into<String>) -> ApiError {
@@ -407,22 +420,29 @@ fn parse_params(raw: Option<&str>, allowed: &[&str]) -> std::result::Result<Para
     Ok(p)
 }
 
+/// The request's cursor, checked against the query and the data version.
+fn own_cursor<'a>(
+    params: &'a Params,
+    key: &str,
+    version: &str,
+) -> std::result::Result<Option<&'a Cursor>, ApiError> {
+    match &params.cursor {
+        None => Ok(None),
+        Some(c) if c.k != key => Err(bad("cursor belongs to another query or other parameters")),
+        Some(c) if c.v != version => {
+            Err(bad("the data changed since this cursor was issued; start again without a cursor"))
+        }
+        Some(c) => Ok(Some(c)),
+    }
+}
+
 /// One page of `answer`, with the cursor of the next.
 fn page(answer: &Answer, params: &Params, key: &str, version: &str) -> std::result::Result<Value, ApiError> {
-    let offset = match &params.cursor {
-        None => 0,
-        Some(c) if c.k != key => return Err(bad("cursor belongs to another query or other parameters")),
-        Some(c) if c.v != version => {
-            return Err(bad("the data changed since this cursor was issued; start again without a cursor"));
-        }
-        Some(c) => c.o,
-    };
+    let offset = own_cursor(params, key, version)?.map_or(0, |c| c.o);
     let end = (offset + params.limit).min(answer.rows.len());
     let rows = answer.rows.get(offset.min(end)..end).unwrap_or_default();
-    let next = (end < answer.rows.len()).then(|| {
-        let c = Cursor { v: version.to_string(), o: end, k: key.to_string() };
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap_or_default())
-    });
+    let next = (end < answer.rows.len())
+        .then(|| encode_cursor(&Cursor { v: version.to_string(), o: end, k: key.to_string(), s: None }));
     Ok(json!({
         "data_version": version,
         "total_rows": answer.rows.len(),
@@ -467,8 +487,45 @@ async fn query_handler(
         "{:016x}",
         xxhash_rust::xxh3::xxh3_64(format!("{}|{:?}", query.as_str(), params.query).as_bytes())
     );
-    let answer = state.cached(key.clone(), state.backend.answer(query, &params.query)).await?;
-    let mut body = page(&answer, &params, &key, &version)?;
+    let mut body = match &state.backend {
+        Backend::Cassandra(c) => {
+            // From Cassandra, a page is a Cassandra page: the cursor carries its paging state.
+            let at = match own_cursor(&params, &key, &version)? {
+                None => PageCursor::default(),
+                Some(cur) => PageCursor {
+                    partition: cur.o,
+                    state: match &cur.s {
+                        None => None,
+                        Some(s) => Some(
+                            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                                .decode(s)
+                                .map_err(|_| bad("cursor is not one this server issued"))?,
+                        ),
+                    },
+                },
+            };
+            let page_key = format!("{key}|{}|{:?}|{}", at.partition, at.state, params.limit);
+            let page =
+                crate::serving::cassandra::query::query_page(c, query, &params.query, at, params.limit);
+            let answer = state
+                .cached(page_key, async move { page.await.map(|(batch, next)| (vec![batch], next)) })
+                .await?;
+            let next = answer.next.as_ref().map(|n| {
+                encode_cursor(&Cursor {
+                    v: version.clone(),
+                    o: n.partition,
+                    k: key.clone(),
+                    s: n.state.as_ref().map(|b| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)),
+                })
+            });
+            json!({"data_version": version, "total_rows": null, "rows": answer.rows, "next_cursor": next})
+        }
+        Backend::Lake(_) => {
+            let compute = state.backend.answer(query, &params.query);
+            let answer = state.cached(key.clone(), async move { compute.await.map(|b| (b, None)) }).await?;
+            page(&answer, &params, &key, &version)?
+        }
+    };
     body["query"] = json!(query.as_str());
     Ok(Json(body))
 }
@@ -480,7 +537,8 @@ async fn orgs_handler(
     let params = parse_params(raw.as_deref(), &[])?;
     let version = current_version(&state).await?;
     let key = "orgs".to_string();
-    let answer = state.cached(key.clone(), state.backend.orgs()).await?;
+    let compute = state.backend.orgs();
+    let answer = state.cached(key.clone(), async move { compute.await.map(|b| (b, None)) }).await?;
     Ok(Json(page(&answer, &params, &key, &version)?))
 }
 
@@ -581,7 +639,7 @@ mod tests {
 
     #[test]
     fn pages_chain_through_cursors_of_one_version() {
-        let answer = Answer { rows: (0..5).map(|i| json!({"i": i})).collect() };
+        let answer = Answer { rows: (0..5).map(|i| json!({"i": i})).collect(), next: None };
         let mut params = Params { limit: 2, ..Default::default() };
         let mut seen = Vec::new();
         loop {
@@ -592,16 +650,16 @@ mod tests {
             params.cursor = parse_params(Some(&raw), &[]).unwrap().cursor;
         }
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
-        params.cursor = Some(Cursor { v: "v0".into(), o: 2, k: "k".into() });
+        params.cursor = Some(Cursor { v: "v0".into(), o: 2, k: "k".into(), s: None });
         assert!(page(&answer, &params, "k", "v1").is_err(), "a cursor of older data is refused");
-        params.cursor = Some(Cursor { v: "v1".into(), o: 2, k: "other".into() });
+        params.cursor = Some(Cursor { v: "v1".into(), o: 2, k: "other".into(), s: None });
         assert!(page(&answer, &params, "k", "v1").is_err(), "a cursor of another query is refused");
     }
 
     #[test]
     fn values_are_exact_in_json() {
         assert_eq!(json_value(ScalarValue::Decimal128(Some(1_234_500), 18, 6)), json!("1.234500"));
-        assert_eq!(json_value(ScalarValue::Date32(Some(20_300))), json!("2025-07-30"));
+        assert_eq!(json_value(ScalarValue::Date32(Some(20_300))), json!("2025-07-31"));
         assert_eq!(json_value(ScalarValue::Float64(Some(f64::NAN))), Value::Null);
         assert_eq!(json_value(ScalarValue::Int64(None)), Value::Null);
     }

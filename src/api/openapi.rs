@@ -40,11 +40,11 @@ fn responses(row: Value) -> Value {
     json!({
         "200": {"description": "one page of rows", "content": {"application/json": {"schema": {
             "type": "object",
-            "required": ["rows", "next_cursor", "total_rows", "data_version"],
+            "required": ["rows", "next_cursor", "data_version"],
             "properties": {
                 "query": {"type": "string"},
                 "data_version": {"type": "string"},
-                "total_rows": {"type": "integer"},
+                "total_rows": {"type": ["integer", "null"], "description": "rows of the whole answer, when known (null for Cassandra pages)"},
                 "rows": {"type": "array", "items": row},
                 "next_cursor": {"type": ["string", "null"], "description": "pass as cursor for the next page; null on the last"}
             }}}}},

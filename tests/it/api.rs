@@ -399,3 +399,82 @@ async fn dashboard_draws_the_real_data_in_headless_chromium_and_follows_the_org_
     std::fs::write(&shot, bytes).unwrap();
     println!("dashboard screenshot: {}", shot.display());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn served_from_cassandra_pages_follow_the_paging_state_and_equal_the_lake() {
+    let lake_dir = crate::cassandra::real_lake().await;
+    let lake = Lake::new(lake_dir).unwrap();
+    let c = cloudlake::serving::cassandra::Cassandra::connect(&crate::cassandra::config(
+        &crate::cassandra::shared_node(),
+        "api",
+    ))
+    .await
+    .unwrap();
+    cloudlake::serving::cassandra::publish::publish(&lake, &c).await.unwrap();
+    let key = new_key();
+    let config = ApiConfig {
+        keys: vec![ApiKey { name: "dashboard".into(), sha256: hash_key(&key), scope: Scope::Read }],
+        ..Default::default()
+    };
+    let state = Arc::new(AppState::new(Backend::Cassandra(Box::new(c)), &config).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(cloudlake::api::serve(state, listener));
+
+    let (_, ready) = get_json(addr, "/ready", &key).await;
+    assert_eq!(ready["backend"], json!("cassandra"));
+    let orgs = all_pages(addr, "/api/v1/orgs", &key, 50).await;
+    assert_eq!(orgs.len(), 80);
+    let org = orgs[3]["org_id"].as_str().unwrap().to_string();
+    // A first page of 7 rows carries Cassandra's paging state in its cursor.
+    let (status, first) =
+        get_json(addr, &format!("/api/v1/queries/daily-usage?org={org}&limit=7"), &key).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["rows"].as_array().unwrap().len(), 7);
+    use base64::Engine;
+    let cursor = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(first["next_cursor"].as_str().unwrap())
+        .unwrap();
+    let cursor: Value = serde_json::from_slice(&cursor).unwrap();
+    assert!(cursor["s"].is_string(), "the cursor holds a paging state: {cursor}");
+    for name in QueryName::ALL {
+        let params = QueryParams { org: Some(org.clone()), ..Default::default() };
+        let expected = cloudlake::serving::lake::query(&lake, name, &params).await.unwrap();
+        let n: usize = expected.iter().map(|b| b.num_rows()).sum();
+        let rows = all_pages(addr, &format!("/api/v1/queries/{}?org={org}", name.as_str()), &key, 7).await;
+        assert_eq!(rows.len(), n, "{}", name.as_str());
+        let expected_json: Vec<Value> = expected
+            .iter()
+            .flat_map(|b| {
+                let mut out = Vec::new();
+                for r in 0..b.num_rows() {
+                    let mut o = serde_json::Map::new();
+                    for (i, f) in b.schema().fields().iter().enumerate() {
+                        let v = datafusion::scalar::ScalarValue::try_from_array(b.column(i), r).unwrap();
+                        let j = if v.is_null() {
+                            Value::Null
+                        } else {
+                            match v {
+                                datafusion::scalar::ScalarValue::Int64(Some(n)) => json!(n),
+                                datafusion::scalar::ScalarValue::UInt64(Some(n)) => json!(n),
+                                datafusion::scalar::ScalarValue::Float64(Some(x)) => json!(x),
+                                datafusion::scalar::ScalarValue::Utf8(Some(s)) => json!(s),
+                                other => json!(other.to_string()),
+                            }
+                        };
+                        o.insert(f.name().clone(), j);
+                    }
+                    out.push(Value::Object(o));
+                }
+                out
+            })
+            .collect();
+        assert_eq!(rows, expected_json, "{}", name.as_str());
+    }
+    // All-org questions page too.
+    let rows = all_pages(addr, "/api/v1/queries/genai-tokens", &key, 10).await;
+    let all = cloudlake::serving::lake::query(&lake, QueryName::GenaiTokens, &QueryParams::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), all.iter().map(|b| b.num_rows()).sum::<usize>());
+}

@@ -21,7 +21,7 @@ use tokio::sync::OnceCell;
 use crate::{copy_dir, real_landing, sql};
 
 /// `host:port` of the shared test node.
-fn shared_node() -> String {
+pub(crate) fn shared_node() -> String {
     std::env::var("CLOUDLAKE_TEST_CASSANDRA").unwrap_or_else(|_| {
         panic!(
             "CLOUDLAKE_TEST_CASSANDRA is not set. These tests need a real Cassandra node: \
@@ -32,7 +32,7 @@ fn shared_node() -> String {
 }
 
 /// A config for `node` and a keyspace of the test's own.
-fn config(node: &str, test: &str) -> CassandraConfig {
+pub(crate) fn config(node: &str, test: &str) -> CassandraConfig {
     CassandraConfig {
         contact_points: vec![node.to_string()],
         keyspace: format!("t_{test}_{}", std::process::id()),
@@ -42,7 +42,7 @@ fn config(node: &str, test: &str) -> CassandraConfig {
 }
 
 /// The bundled data through bronze, silver and gold, built once per test binary.
-async fn real_lake() -> &'static Path {
+pub(crate) async fn real_lake() -> &'static Path {
     static LAKE: OnceCell<PathBuf> = OnceCell::const_new();
     LAKE.get_or_init(|| async {
         let dir = tempfile::tempdir().unwrap().keep();

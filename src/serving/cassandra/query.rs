@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDate};
 use datafusion::arrow::array::{Array, AsArray, Decimal128Array, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Schema};
+use scylla::response::{PagingState, PagingStateResponse};
 use scylla::value::{CqlDate, CqlValue, Row};
 use std::sync::Arc;
 
@@ -100,90 +101,229 @@ pub async fn orgs(c: &Cassandra) -> Result<Vec<RecordBatch>> {
     Ok(vec![rows_to_batch(crate::serving::queries::orgs_schema(), &rows)?])
 }
 
-/// Answers `name` from Cassandra, with the same columns, types and rows as the lake backend.
-pub async fn query(c: &Cassandra, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
+/// The reads of one query: a prepared statement, the bind values of each partition it reads
+/// (in answer order), and what the client keeps of the rows.
+struct Plan {
+    cql: String,
+    partitions: Vec<Vec<CqlValue>>,
+    keep: Keep,
+}
+
+/// Rows dropped on the client, within partitions already bounded to a month of one org.
+enum Keep {
+    All,
+    /// daily-usage `--service`.
+    Service(String),
+    /// anomalies: rows whose last column (`is_anomaly`) is true, without that column.
+    Anomalies,
+}
+
+impl Keep {
+    fn apply(&self, rows: &mut Vec<Row>) {
+        match self {
+            Keep::All => {}
+            Keep::Service(service) => {
+                rows.retain(|r| matches!(r.columns.get(1), Some(Some(CqlValue::Text(s))) if s == service))
+            }
+            Keep::Anomalies => {
+                rows.retain(|r| matches!(r.columns.last(), Some(Some(CqlValue::Boolean(true)))));
+                for r in rows.iter_mut() {
+                    r.columns.pop();
+                }
+            }
+        }
+    }
+}
+
+/// Where a page starts: a partition of the plan and Cassandra's paging state within it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PageCursor {
+    /// Index of the partition read (for top-services: the row offset).
+    pub partition: usize,
+    /// Cassandra's paging state in that partition (absent: its first page).
+    pub state: Option<Vec<u8>>,
+}
+
+/// Checks the parameters and the org, and reads the published span.
+async fn prepare_query(c: &Cassandra, name: QueryName, params: &QueryParams) -> Result<ServingState> {
     params.validate(name)?;
     let st = state(c).await?;
-    let ks = c.keyspace();
     if let Some(org) = &params.org {
-        let cql = format!("SELECT org_id FROM {ks}.org_health WHERE org_id = ?");
+        let cql = format!("SELECT org_id FROM {}.org_health WHERE org_id = ?", c.keyspace());
         if c.rows("looking up the org", &cql, &(org.as_str(),)).await?.is_empty() {
             return Err(Error::Usage(format!("unknown org {org:?}")));
         }
     }
+    Ok(st)
+}
+
+/// The reads of `name` (top-services included: its rows are then aggregated).
+fn plan(ks: &str, name: QueryName, params: &QueryParams, st: &ServingState) -> Plan {
     let scope = params.org.clone().unwrap_or_else(|| ALL_ORGS.to_string());
     let reference = params.to.or(st.reference_date);
     let window = |days: i64| reference.map(|r| (r - chrono::Days::new(days as u64 - 1), r));
-    let schema = output_schema(name);
-    let rows: Vec<Row> = match name {
-        QueryName::DailyUsage => {
-            let cql = format!(
+    let usage_span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
+    let by_month = |cql: String, span: Option<(NaiveDate, NaiveDate)>, keep: Keep| Plan {
+        cql,
+        partitions: month_partitions(&scope, span),
+        keep,
+    };
+    match name {
+        QueryName::DailyUsage => by_month(
+            format!(
                 "SELECT usage_date, service, cost_usd, requests FROM {ks}.org_daily_usage_by_service
                  WHERE org_id = ? AND month = ? AND usage_date >= ? AND usage_date <= ?"
-            );
-            let span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
-            let mut rows = by_month(c, &cql, &scope, span).await?;
-            if let Some(service) = &params.service {
-                rows.retain(|r| matches!(r.columns.get(1), Some(Some(CqlValue::Text(s))) if s == service));
-            }
-            rows
-        }
-        QueryName::TopServices => {
-            let cql = format!(
+            ),
+            usage_span,
+            params.service.clone().map_or(Keep::All, Keep::Service),
+        ),
+        QueryName::TopServices => by_month(
+            format!(
                 "SELECT service, cost_usd, requests FROM {ks}.org_daily_usage_by_service
                  WHERE org_id = ? AND month = ? AND usage_date >= ? AND usage_date <= ?"
-            );
-            let rows = by_month(c, &cql, &scope, window(TOP_SERVICES_DAYS)).await?;
-            return Ok(vec![top_services(&rows, params.top.unwrap_or(DEFAULT_TOP))?]);
-        }
-        QueryName::CriticalTickets => {
-            let cql = format!(
+            ),
+            window(TOP_SERVICES_DAYS),
+            Keep::All,
+        ),
+        QueryName::CriticalTickets => by_month(
+            format!(
                 "SELECT ticket_date, critical_tickets, sla_breaches, sla_breach_rate FROM {ks}.critical_tickets_by_day
                  WHERE scope = ? AND month = ? AND ticket_date >= ? AND ticket_date <= ?"
-            );
-            by_month(c, &cql, &scope, window(CRITICAL_TICKETS_DAYS)).await?
-        }
+            ),
+            window(CRITICAL_TICKETS_DAYS),
+            Keep::All,
+        ),
         QueryName::Revenue => {
-            let cql = format!(
-                "SELECT month, subtotal_usd, credits_usd, taxes_usd, revenue_usd, invoices FROM {ks}.revenue_by_month
-                 WHERE scope = ? AND year = ? AND month >= ? AND month <= ?"
-            );
-            let mut rows = Vec::new();
-            if let Some((from, to)) =
-                clip(params.from.map(first_of_month), params.to, st.first_month, st.last_month)
-            {
-                for year in from.year()..=to.year() {
-                    let values = (scope.as_str(), year, cql_date(from), cql_date(to));
-                    rows.extend(c.rows("reading revenue_by_month", &cql, &values).await?);
-                }
+            let span = clip(params.from.map(first_of_month), params.to, st.first_month, st.last_month);
+            let partitions = span
+                .map(|(from, to)| {
+                    (from.year()..=to.year())
+                        .map(|year| {
+                            vec![
+                                CqlValue::Text(scope.clone()),
+                                CqlValue::Int(year),
+                                CqlValue::Date(cql_date(from)),
+                                CqlValue::Date(cql_date(to)),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Plan {
+                cql: format!(
+                    "SELECT month, subtotal_usd, credits_usd, taxes_usd, revenue_usd, invoices FROM {ks}.revenue_by_month
+                     WHERE scope = ? AND year = ? AND month >= ? AND month <= ?"
+                ),
+                partitions,
+                keep: Keep::All,
             }
-            rows
         }
-        QueryName::GenaiTokens => {
-            let cql = format!(
+        QueryName::GenaiTokens => by_month(
+            format!(
                 "SELECT usage_date, total_tokens, genai_cost_usd, cost_per_million_tokens FROM {ks}.genai_tokens_by_day
                  WHERE scope = ? AND month = ? AND usage_date >= ? AND usage_date <= ?"
-            );
-            let span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
-            by_month(c, &cql, &scope, span).await?
-        }
-        QueryName::Anomalies => {
-            let cql = format!(
+            ),
+            usage_span,
+            Keep::All,
+        ),
+        // A month of one org is at most 31 days × services: filtering the flag here is cheaper
+        // than a second table keyed by it.
+        QueryName::Anomalies => by_month(
+            format!(
                 "SELECT usage_date, service, cost_usd, baseline_cost_usd, zscore, methods_flagged, is_anomaly
                  FROM {ks}.cost_anomaly_mart WHERE org_id = ? AND month = ? AND usage_date >= ? AND usage_date <= ?"
-            );
-            let span = clip(params.from, params.to, st.first_usage_date, st.last_usage_date);
-            let mut rows = by_month(c, &cql, &scope, span).await?;
-            // A month of one org is at most 31 days × services: filtering it here is cheaper
-            // than a second table keyed by the flag.
-            rows.retain(|r| matches!(r.columns.last(), Some(Some(CqlValue::Boolean(true)))));
-            for r in &mut rows {
-                r.columns.pop();
-            }
-            rows
+            ),
+            usage_span,
+            Keep::Anomalies,
+        ),
+    }
+}
+
+/// Answers `name` from Cassandra, with the same columns, types and rows as the lake backend.
+pub async fn query(c: &Cassandra, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
+    let st = prepare_query(c, name, params).await?;
+    let plan = plan(c.keyspace(), name, params, &st);
+    let mut rows = Vec::new();
+    for values in &plan.partitions {
+        rows.extend(c.rows("reading a partition", &plan.cql, values).await?);
+    }
+    plan.keep.apply(&mut rows);
+    if name == QueryName::TopServices {
+        return Ok(vec![top_services(&rows, params.top.unwrap_or(DEFAULT_TOP))?]);
+    }
+    Ok(vec![rows_to_batch(output_schema(name), &rows)?])
+}
+
+/// One page of `name` from `from`, at most `limit` rows, with the cursor of the next page: each
+/// page is one Cassandra page of one partition (the driver's paging state), so a deep page
+/// costs one read. Top-services, an aggregate of at most a few hundred rows, pages by offset.
+pub async fn query_page(
+    c: &Cassandra,
+    name: QueryName,
+    params: &QueryParams,
+    from: PageCursor,
+    limit: usize,
+) -> Result<(RecordBatch, Option<PageCursor>)> {
+    if name == QueryName::TopServices {
+        let all = query(c, name, params).await?.remove(0);
+        let start = from.partition.min(all.num_rows());
+        let len = limit.min(all.num_rows() - start);
+        let next = (start + len < all.num_rows()).then(|| PageCursor { partition: start + len, state: None });
+        return Ok((all.slice(start, len), next));
+    }
+    let st = prepare_query(c, name, params).await?;
+    let plan = plan(c.keyspace(), name, params, &st);
+    let mut stmt = c.prepare(&plan.cql).await?;
+    stmt.set_page_size(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+    let mut at = from;
+    loop {
+        let Some(values) = plan.partitions.get(at.partition) else {
+            return Ok((rows_to_batch(output_schema(name), &[])?, None));
+        };
+        let paging = at.state.clone().map_or_else(PagingState::start, PagingState::new_from_raw_bytes);
+        let (result, more) = c
+            .retry("reading a page", || async {
+                Ok(c.session().execute_single_page(&stmt, values, paging.clone()).await?)
+            })
+            .await?;
+        let rows_result = result.into_rows_result().map_err(|e| Error::Cassandra(e.to_string()))?;
+        let mut rows: Vec<Row> = rows_result
+            .rows::<Row>()
+            .map_err(|e| Error::Cassandra(e.to_string()))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::Cassandra(e.to_string()))?;
+        plan.keep.apply(&mut rows);
+        let next = match more {
+            PagingStateResponse::HasMorePages { state } => Some(PageCursor {
+                partition: at.partition,
+                state: state.as_bytes_slice().map(|b| b.to_vec()),
+            }),
+            PagingStateResponse::NoMorePages => (at.partition + 1 < plan.partitions.len())
+                .then(|| PageCursor { partition: at.partition + 1, state: None }),
+        };
+        match next {
+            // An empty stretch (a month without rows, or all filtered): go on to the next one.
+            Some(n) if rows.is_empty() => at = n,
+            next => return Ok((rows_to_batch(output_schema(name), &rows)?, next)),
         }
-    };
-    Ok(vec![rows_to_batch(schema, &rows)?])
+    }
+}
+
+/// Bind values (key, month, from, to) of each month partition of `span`, in order.
+fn month_partitions(key: &str, span: Option<(NaiveDate, NaiveDate)>) -> Vec<Vec<CqlValue>> {
+    let Some((from, to)) = span else { return Vec::new() };
+    let mut partitions = Vec::new();
+    let mut month = first_of_month(from);
+    while month <= to {
+        partitions.push(vec![
+            CqlValue::Text(key.to_string()),
+            CqlValue::Date(cql_date(month)),
+            CqlValue::Date(cql_date(from)),
+            CqlValue::Date(cql_date(to)),
+        ]);
+        month = month + chrono::Months::new(1);
+    }
+    partitions
 }
 
 /// The requested range within the published one; `None` when they do not meet.
@@ -197,24 +337,6 @@ fn clip(
     let from = from.map_or(first, |f| f.max(first));
     let to = to.map_or(last, |t| t.min(last));
     (from <= to).then_some((from, to))
-}
-
-/// Rows of `cql` (bound to key, month, from, to) for each month partition of `span`, in order.
-async fn by_month(
-    c: &Cassandra,
-    cql: &str,
-    key: &str,
-    span: Option<(NaiveDate, NaiveDate)>,
-) -> Result<Vec<Row>> {
-    let Some((from, to)) = span else { return Ok(Vec::new()) };
-    let mut rows = Vec::new();
-    let mut month = first_of_month(from);
-    while month <= to {
-        let values = (key, cql_date(month), cql_date(from), cql_date(to));
-        rows.extend(c.rows("reading a month partition", cql, &values).await?);
-        month = month + chrono::Months::new(1);
-    }
-    Ok(rows)
 }
 
 /// Sums cost and requests per service (exact decimals), ranks by cost descending then service.

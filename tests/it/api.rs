@@ -285,6 +285,9 @@ impl Browser {
         let targets: Vec<Value> = serde_json::from_str(&list).unwrap();
         let page = targets.iter().find(|t| t["type"] == "page").expect("a page target");
         let (ws, _) = tungstenite::connect(page["webSocketDebuggerUrl"].as_str().unwrap()).unwrap();
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
+        }
         Browser { child, ws, next_id: 0, _profile: profile }
     }
 
@@ -294,7 +297,7 @@ impl Browser {
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
         self.ws.send(tungstenite::Message::text(msg)).unwrap();
         loop {
-            let reply = self.ws.read().unwrap();
+            let reply = self.ws.read().unwrap_or_else(|e| panic!("no reply to {method}: {e}"));
             let Ok(text) = reply.to_text() else { continue };
             let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
             if v["id"] == json!(id) {
@@ -327,6 +330,9 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         let _ = self.child.kill();
+        // SAFETY: signals the process group of the child we spawned (its id is the group id),
+        // which holds the renderer and GPU processes it started.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.wait();
     }
 }
@@ -351,26 +357,34 @@ const CHART_SUMMARY: &str = r#"(() => {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_draws_the_real_data_in_headless_chromium_and_follows_the_org_picker() {
+    let t0 = Instant::now();
     let s = server().await;
+    eprintln!("lake built and served in {:?}", t0.elapsed());
     let lake = Lake::new(&s.lake).unwrap();
     let url = format!("http://{}/#key={}", s.addr, s.read_key);
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     let (first, second, png) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
         let mut b = Browser::launch();
+        eprintln!("chromium up in {:?}", t0.elapsed());
         b.call("Page.enable", json!({}));
         b.call("Page.navigate", json!({"url": url}));
         b.wait_for("document.body?.dataset.renders === '1'", "the first render");
+        eprintln!("first render after {:?}", t0.elapsed());
         let first = b.eval(CHART_SUMMARY);
         // A filter change: pick another org in the picker, as a user would.
         b.eval("(() => { const s = document.getElementById('org'); s.value = s.options[5].value; s.dispatchEvent(new Event('change')); })()");
         b.wait_for("document.body?.dataset.renders === '2'", "the render after the org change");
         let second = b.eval(CHART_SUMMARY);
+        eprintln!("second render after {:?}", t0.elapsed());
         let png = b.call("Page.captureScreenshot", json!({"format": "png"}));
+        eprintln!("screenshot after {:?}", t0.elapsed());
         (first, second, png["data"].as_str().unwrap().to_string())
     })
     .await
     .unwrap();
 
+    eprintln!("browser closed after {:?}", t0.elapsed());
     assert_eq!(first["charts"], json!("cost,genai,revenue,tickets,top"));
     assert_ne!(first["org"], second["org"], "the picker changed the org");
     for summary in [&first, &second] {

@@ -26,7 +26,6 @@ die() { echo "cassandra.sh: $*" >&2; exit 1; }
 fetch() {
   [ -f "$LIB/.complete" ] && return 0
   command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch the Cassandra jars; run scripts/setup.sh"
-  command -v java >/dev/null || die "Java 17 is needed to run Cassandra; run scripts/setup.sh"
   echo "cassandra.sh: fetching org.apache.cassandra:cassandra-all:$VERSION from Maven Central" >&2
   local tmp; tmp=$(mktemp -d)
   cat >"$tmp/pom.xml" <<EOF
@@ -46,7 +45,25 @@ EOF
   touch "$LIB/.complete"
 }
 
-pid_alive() { [ -f "$DIR/cassandra.pid" ] && kill -0 "$(cat "$DIR/cassandra.pid")" 2>/dev/null; }
+# The recorded pid is trusted only if it is still this folder's Cassandra (pids are reused).
+pid_alive() {
+  [ -f "$DIR/cassandra.pid" ] || return 1
+  local pid; pid=$(cat "$DIR/cassandra.pid")
+  kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "CassandraDaemon" &&
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/conf/"
+}
+
+# Cassandra 5.0 runs on Java 11 or 17 (not 21): the PATH's java, else an installed JDK 17.
+find_java() {
+  local candidate major
+  for candidate in "${CASSANDRA_JAVA:-}" "$(command -v java || true)" /usr/lib/jvm/java-17-openjdk-*/bin/java /usr/lib/jvm/java-11-openjdk-*/bin/java; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    major=$("$candidate" -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1)
+    if [ "$major" = 17 ] || [ "$major" = 11 ]; then JAVA="$candidate"; return 0; fi
+  done
+  die "Cassandra 5.0 needs Java 17 (or 11); install openjdk-17-jre-headless or set CASSANDRA_JAVA"
+}
 
 load_ports() {
   if [ -f "$DIR/ports.env" ]; then
@@ -128,7 +145,8 @@ start() {
   fi
   write_conf
   local t0=$SECONDS
-  setsid java -Xms256M -Xmx"${CASSANDRA_HEAP:-1G}" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
+  find_java
+  setsid "$JAVA" -Xms256M -Xmx"${CASSANDRA_HEAP:-1G}" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError \
     @"$DIR/conf/jvm17.args" \
     -Dcassandra.config="file://$DIR/conf/cassandra.yaml" \
     -Dlogback.configurationFile="$DIR/conf/logback.xml" \

@@ -12,7 +12,10 @@ for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev pyth
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # Cassandra and Kafka run from Maven Central jars on Java 17.
-command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+java_major() { "$1" -version 2>&1 | sed -nE 's/.*version "([0-9]+).*/\1/p' | head -n1; }
+if ! { command -v java >/dev/null 2>&1 && [ "$(java_major java)" = 17 ]; } && ! ls /usr/lib/jvm/java-17-openjdk-*/bin/java >/dev/null 2>&1; then
+  need_apt+=(openjdk-17-jre-headless)
+fi
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

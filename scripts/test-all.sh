@@ -16,7 +16,10 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 CASSANDRA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/cloudlake-test-cassandra.XXXXXX")
+cassandra_start=""
 cleanup() {
+  # A start still under way (fetching jars, booting) is stopped before the node is.
+  if [ -n "$cassandra_start" ]; then kill "$cassandra_start" 2>/dev/null || true; wait "$cassandra_start" 2>/dev/null || true; fi
   ./scripts/cassandra.sh stop "$CASSANDRA_DIR" >/dev/null 2>&1 || true
   rm -rf "$CASSANDRA_DIR"
 }

@@ -163,17 +163,27 @@ impl AppState {
         })
     }
 
-    /// The data version, re-read at most once a second; a change empties the cache.
+    /// The data version, re-read at most once a second; a change empties the cache (answers are
+    /// also keyed by version, so an answer computed from older data is never served as newer).
+    /// The backend is asked without holding the lock, for at most 5 s.
     async fn data_version(&self) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
-        let mut v = self.version.lock().await;
-        if v.checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            let now = self.backend.version().await?;
-            if now.as_ref().map(|x| &x.0) != v.current.as_ref().map(|x| &x.0) {
-                self.cache.lock().map_err(|_| Error::Internal("answer cache lock poisoned".into()))?.clear();
+        {
+            let v = self.version.lock().await;
+            if v.checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(v.current.clone());
             }
-            v.current = now;
-            v.checked = Some(Instant::now());
         }
+        let now = match tokio::time::timeout(Duration::from_secs(5), self.backend.version()).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Cassandra("the data version did not arrive within 5 s".into())),
+        };
+        let mut v = self.version.lock().await;
+        v.checked = Some(Instant::now());
+        let now = now?;
+        if now.as_ref().map(|x| &x.0) != v.current.as_ref().map(|x| &x.0) {
+            self.cache.lock().map_err(|_| poisoned())?.clear();
+        }
+        v.current = now;
         Ok(v.current.clone())
     }
 
@@ -293,7 +303,12 @@ async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    // A fixed set of labels: anyone can send any method, and every label value is a series.
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "HEAD") => m,
+        _ => "other",
+    }
+    .to_string();
     let started = Instant::now();
     let response = next.run(request).await;
     let m = &state.metrics;
@@ -439,7 +454,10 @@ fn own_cursor<'a>(
 /// One page of `answer`, with the cursor of the next.
 fn page(answer: &Answer, params: &Params, key: &str, version: &str) -> std::result::Result<Value, ApiError> {
     let offset = own_cursor(params, key, version)?.map_or(0, |c| c.o);
-    let end = (offset + params.limit).min(answer.rows.len());
+    if offset > answer.rows.len() {
+        return Err(bad("cursor is not one this server issued"));
+    }
+    let end = offset.saturating_add(params.limit).min(answer.rows.len());
     let rows = answer.rows.get(offset.min(end)..end).unwrap_or_default();
     let next = (end < answer.rows.len())
         .then(|| encode_cursor(&Cursor { v: version.to_string(), o: end, k: key.to_string(), s: None }));
@@ -504,7 +522,7 @@ async fn query_handler(
                     },
                 },
             };
-            let page_key = format!("{key}|{}|{:?}|{}", at.partition, at.state, params.limit);
+            let page_key = format!("{version}|{key}|{}|{:?}|{}", at.partition, at.state, params.limit);
             let page =
                 crate::serving::cassandra::query::query_page(c, query, &params.query, at, params.limit);
             let answer = state
@@ -522,7 +540,9 @@ async fn query_handler(
         }
         Backend::Lake(_) => {
             let compute = state.backend.answer(query, &params.query);
-            let answer = state.cached(key.clone(), async move { compute.await.map(|b| (b, None)) }).await?;
+            let answer = state
+                .cached(format!("{version}|{key}"), async move { compute.await.map(|b| (b, None)) })
+                .await?;
             page(&answer, &params, &key, &version)?
         }
     };
@@ -538,7 +558,8 @@ async fn orgs_handler(
     let version = current_version(&state).await?;
     let key = "orgs".to_string();
     let compute = state.backend.orgs();
-    let answer = state.cached(key.clone(), async move { compute.await.map(|b| (b, None)) }).await?;
+    let answer =
+        state.cached(format!("{version}|{key}"), async move { compute.await.map(|b| (b, None)) }).await?;
     Ok(Json(page(&answer, &params, &key, &version)?))
 }
 
@@ -654,6 +675,8 @@ mod tests {
         assert!(page(&answer, &params, "k", "v1").is_err(), "a cursor of older data is refused");
         params.cursor = Some(Cursor { v: "v1".into(), o: 2, k: "other".into(), s: None });
         assert!(page(&answer, &params, "k", "v1").is_err(), "a cursor of another query is refused");
+        params.cursor = Some(Cursor { v: "v1".into(), o: usize::MAX, k: "k".into(), s: None });
+        assert!(page(&answer, &params, "k", "v1").is_err(), "a forged offset is refused");
     }
 
     #[test]

@@ -105,6 +105,11 @@ impl QueryParams {
                 )));
             }
         }
+        for d in [self.from, self.to].into_iter().flatten() {
+            if !DATE_YEARS.contains(&chrono::Datelike::year(&d)) {
+                return Err(Error::Usage(format!("date {d} is outside the years 1900 to 9999")));
+            }
+        }
         if let (Some(f), Some(t)) = (self.from, self.to)
             && f > t
         {
@@ -179,9 +184,18 @@ pub fn orgs_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![f("org_id"), f("org_name"), f("industry"), f("plan_tier")]))
 }
 
-/// Parses a date given as `YYYY-MM-DD`.
+/// Dates accepted by the queries: anything else is a typo, and far-away dates would overflow
+/// the "last N days" arithmetic.
+pub const DATE_YEARS: std::ops::RangeInclusive<i32> = 1900..=9999;
+
+/// Parses a date given as `YYYY-MM-DD`, between the years 1900 and 9999.
 pub fn parse_date(s: &str) -> std::result::Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+    let d = NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))?;
+    if !DATE_YEARS.contains(&chrono::Datelike::year(&d)) {
+        return Err(format!("{s:?} is outside the years 1900 to 9999"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -204,5 +218,8 @@ mod tests {
         let top = QueryParams { org: Some("o".into()), top: Some(0), ..Default::default() };
         assert!(top.validate(QueryName::TopServices).is_err());
         assert!(parse_date("2025-13-01").is_err());
+        assert!(parse_date("-262143-01-01").is_err() && parse_date("+262142-12-31").is_err());
+        let far = QueryParams { to: NaiveDate::from_ymd_opt(100_000, 1, 1), ..Default::default() };
+        assert!(far.validate(QueryName::Revenue).is_err());
     }
 }

@@ -165,6 +165,8 @@ async fn api_pages_equal_the_query_layer_and_refuses_bad_input_with_clear_messag
         ("/api/v1/queries/top-services?org=a&top=-1".into(), 400, "top must be"),
         ("/api/v1/queries/revenue?org=%ff%fe".into(), 400, "not a valid id"),
         ("/api/v1/queries/no-such-query".into(), 404, "no query named"),
+        ("/api/v1/queries/top-services?org=a&to=%2B262142-12-31".into(), 400, "outside the years"),
+        ("/api/v1/queries/revenue?from=-262143-01-01".into(), 400, "outside the years"),
     ];
     for (target, status, says) in cases {
         let (got, _, body) = get(addr, &target, Some(key)).await;
@@ -254,7 +256,10 @@ impl Browser {
             .find(|c| std::process::Command::new("which").arg(c).output().is_ok_and(|o| o.status.success()))
             .expect("Chromium is not installed: scripts/setup.sh installs Debian's chromium package");
         let profile = tempfile::tempdir().unwrap();
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(exe)
+            // Its own process group, so Drop stops the renderer and GPU processes too.
+            .process_group(0)
             .args([
                 "--headless=new",
                 "--no-sandbox",

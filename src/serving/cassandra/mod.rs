@@ -37,7 +37,8 @@ use futures::TryStreamExt;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::errors::{
-    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, RequestAttemptError,
+    DbError, ExecutionError, NextPageError, NextRowError, PagerExecutionError, PrepareError,
+    RequestAttemptError,
 };
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::prepared::PreparedStatement;
@@ -297,7 +298,11 @@ impl From<ExecutionError> for Failure {
     fn from(e: ExecutionError) -> Self {
         let transient = match &e {
             ExecutionError::BadQuery(_) | ExecutionError::UseKeyspaceError(_) => false,
-            ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
+            // A statement the node refuses to prepare (bad CQL, unknown column) stays refused.
+            ExecutionError::PrepareError(PrepareError::AllAttemptsFailed {
+                first_attempt: RequestAttemptError::DbError(db, _),
+            })
+            | ExecutionError::LastAttemptError(RequestAttemptError::DbError(db, _)) => matches!(
                 db,
                 DbError::Unavailable { .. }
                     | DbError::Overloaded

@@ -341,8 +341,7 @@ async fn write_state(
         let cast = datafusion::arrow::compute::cast(col, &datafusion::arrow::datatypes::DataType::Date32)?;
         let d = cast.as_primitive::<Date32Type>();
         dates.push(
-            datafusion::arrow::array::Array::is_valid(d, 0)
-                .then(|| CqlDate((i64::from(d.value(0)) + (1i64 << 31)) as u32)),
+            datafusion::arrow::array::Array::is_valid(d, 0).then(|| super::values::cql_day(d.value(0))),
         );
     }
     let rows = CqlValue::Map(

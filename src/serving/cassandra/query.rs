@@ -97,7 +97,8 @@ pub async fn orgs(c: &Cassandra) -> Result<Vec<RecordBatch>> {
         Some(Some(CqlValue::Text(s))) => Some(s.clone()),
         _ => None,
     };
-    rows.sort_by_key(|r| (text(r, 1), text(r, 0)));
+    // As the lake's ORDER BY org_name, org_id: NULL names last.
+    rows.sort_by_key(|r| (text(r, 1).is_none(), text(r, 1), text(r, 0)));
     Ok(vec![rows_to_batch(crate::serving::queries::orgs_schema(), &rows)?])
 }
 
@@ -400,11 +401,11 @@ fn top_services(rows: &[Row], top: usize) -> Result<RecordBatch> {
 }
 
 fn cql_date(d: NaiveDate) -> CqlDate {
-    CqlDate((i64::from(crate::serving::days(d)) + (1i64 << 31)) as u32)
+    super::values::cql_day(crate::serving::days(d))
 }
 
 fn date_of(n: u32) -> NaiveDate {
-    crate::serving::from_days((i64::from(n) - (1i64 << 31)) as i32)
+    crate::serving::from_days(super::values::arrow_day(CqlDate(n)))
 }
 
 #[cfg(test)]

@@ -20,6 +20,16 @@ use crate::{Error, Result};
 /// CQL's `date` counts days from 2^31 days before the Unix epoch.
 const CQL_DATE_EPOCH: i64 = 1 << 31;
 
+/// An Arrow Date32 day number as a CQL date.
+pub fn cql_day(days: i32) -> CqlDate {
+    CqlDate((i64::from(days) + CQL_DATE_EPOCH) as u32)
+}
+
+/// A CQL date as an Arrow Date32 day number.
+pub fn arrow_day(d: CqlDate) -> i32 {
+    (i64::from(d.0) - CQL_DATE_EPOCH) as i32
+}
+
 /// The value of `array[row]` as CQL (`None` for null).
 pub fn to_cql(array: &ArrayRef, row: usize) -> Result<Option<CqlValue>> {
     let value = ScalarValue::try_from_array(array, row)?;
@@ -30,7 +40,7 @@ pub fn to_cql(array: &ArrayRef, row: usize) -> Result<Option<CqlValue>> {
         ScalarValue::Utf8(Some(s)) | ScalarValue::Utf8View(Some(s)) | ScalarValue::LargeUtf8(Some(s)) => {
             CqlValue::Text(s)
         }
-        ScalarValue::Date32(Some(d)) => CqlValue::Date(CqlDate((i64::from(d) + CQL_DATE_EPOCH) as u32)),
+        ScalarValue::Date32(Some(d)) => CqlValue::Date(cql_day(d)),
         ScalarValue::Decimal128(Some(v), _, s) => CqlValue::Decimal(decimal(v, s)),
         ScalarValue::Int64(Some(v)) => CqlValue::BigInt(v),
         ScalarValue::UInt64(Some(v)) => CqlValue::BigInt(
@@ -89,9 +99,7 @@ pub fn to_scalar(value: Option<&CqlValue>, ty: &DataType) -> Result<ScalarValue>
         (DataType::Utf8View, CqlValue::Text(s) | CqlValue::Ascii(s)) => {
             ScalarValue::Utf8View(Some(s.clone()))
         }
-        (DataType::Date32, CqlValue::Date(CqlDate(d))) => {
-            ScalarValue::Date32(Some((i64::from(*d) - CQL_DATE_EPOCH) as i32))
-        }
+        (DataType::Date32, CqlValue::Date(CqlDate(d))) => ScalarValue::Date32(Some(arrow_day(CqlDate(*d)))),
         (DataType::Decimal128(p, s), CqlValue::Decimal(d)) => {
             ScalarValue::Decimal128(Some(unscaled(d, *s).ok_or_else(|| mismatch(v))?), *p, *s)
         }

@@ -19,7 +19,17 @@ use crate::{Error, Result};
 pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
     params.validate(name)?;
     let ctx = crate::lake::session();
-    for mart in GOLD_MARTS {
+    // Only the marts this query reads (each one is a Delta log to open): org_health for the
+    // org check, the daily mart for the reference date.
+    let marts: &[&str] = match name {
+        QueryName::DailyUsage | QueryName::TopServices => &["org_health", "org_daily_usage_by_service"],
+        QueryName::CriticalTickets => &["org_health", "org_daily_usage_by_service", "tickets_by_org_date"],
+        QueryName::Revenue => &["org_health", "org_daily_usage_by_service", "revenue_by_org_month"],
+        QueryName::GenaiTokens => &["org_health", "org_daily_usage_by_service", "genai_tokens_by_org_date"],
+        QueryName::Anomalies => &["org_health", "org_daily_usage_by_service", "cost_anomaly_mart"],
+    };
+    debug_assert!(marts.iter().all(|m| GOLD_MARTS.contains(m)));
+    for mart in marts {
         if !lake.register(&ctx, Layer::Gold, mart).await? {
             return Err(Error::Usage(format!(
                 "gold mart {mart} not found in {}; run `cloudlake run` first",

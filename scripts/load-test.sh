@@ -14,7 +14,7 @@ DURATION="${1:-20}"
 CONNECTIONS="${2:-32}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cloudlake/target}"
 BIN="${CLOUDLAKE_BIN:-$CARGO_TARGET_DIR/release/cloudlake}"
-command -v wrk >/dev/null || { echo "load-test: wrk is missing; run scripts/setup.sh" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "load-test: wrk is missing; run scripts/setup.sh --test" >&2; exit 1; }
 if [ ! -x "$BIN" ]; then
   echo "load-test: building the release binary (long the first time)" >&2
   cargo build --release --bin cloudlake

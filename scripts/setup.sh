@@ -7,8 +7,11 @@
 set -euo pipefail
 
 need_apt=()
-# chromium: the dashboard test drives it headless; wrk: scripts/load-test.sh.
-for pkg in build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3 chromium wrk; do
+# `setup.sh --test` adds what only the tests and benchmarks need: chromium (the dashboard test
+# drives it headless) and wrk (scripts/load-test.sh).
+packages=(build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3)
+[ "${1:-}" = "--test" ] && packages+=(chromium wrk)
+for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 # Cassandra and Kafka run from Maven Central jars on Java 17.

@@ -254,7 +254,7 @@ impl Browser {
         let exe = ["chromium", "chromium-browser", "google-chrome"]
             .into_iter()
             .find(|c| std::process::Command::new("which").arg(c).output().is_ok_and(|o| o.status.success()))
-            .expect("Chromium is not installed: scripts/setup.sh installs Debian's chromium package");
+            .expect("Chromium is not installed: scripts/setup.sh --test installs Debian's chromium package");
         let profile = tempfile::tempdir().unwrap();
         use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(exe)

@@ -1,5 +1,5 @@
-//! The dashboard's static assets, compiled into the binary from `web/dist/` (built by
-//! `web/build.sh` with Chart.js from npm). They are served from a fixed table, never from the
+//! The dashboard's static assets, compiled into the binary: our page, script and style from
+//! `web/src/`, and Chart.js from npm in `web/dist/` (put there by `web/build.sh`). They are served from a fixed table, never from the
 //! file system, so no request path can reach a file outside it.
 
 use axum::extract::Path;
@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 
 /// (name, content type, bytes) of every asset.
 const ASSETS: &[(&str, &str, &[u8])] = &[
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../../web/dist/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/dist/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_bytes!("../../web/dist/style.css")),
+    ("index.html", "text/html; charset=utf-8", include_bytes!("../../web/src/index.html")),
+    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../../web/src/app.js")),
+    ("style.css", "text/css; charset=utf-8", include_bytes!("../../web/src/style.css")),
     ("chart.umd.min.js", "text/javascript; charset=utf-8", include_bytes!("../../web/dist/chart.umd.min.js")),
     (
         "chart.js.LICENSE.md",

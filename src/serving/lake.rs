@@ -15,6 +15,19 @@ use super::views::{ALL_ORGS, CRITICAL_TICKETS_BY_DAY, GENAI_TOKENS_BY_DAY, GOLD_
 use crate::lake::{Lake, Layer};
 use crate::{Error, Result};
 
+/// Registers the gold `marts` in `ctx`; a clear error naming the first one missing.
+pub async fn register_marts(lake: &Lake, ctx: &SessionContext, marts: &[&str]) -> Result<()> {
+    for mart in marts {
+        if !lake.register(ctx, Layer::Gold, mart).await? {
+            return Err(Error::Usage(format!(
+                "gold mart {mart} not found in {}; run `cloudlake run` first",
+                lake.root().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Answers `name` from the lake.
 pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
     params.validate(name)?;
@@ -29,14 +42,7 @@ pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result
         QueryName::Anomalies => &["org_health", "org_daily_usage_by_service", "cost_anomaly_mart"],
     };
     debug_assert!(marts.iter().all(|m| GOLD_MARTS.contains(m)));
-    for mart in marts {
-        if !lake.register(&ctx, Layer::Gold, mart).await? {
-            return Err(Error::Usage(format!(
-                "gold mart {mart} not found in {}; run `cloudlake run` first",
-                lake.root().display()
-            )));
-        }
-    }
+    register_marts(lake, &ctx, marts).await?;
     if let Some(org) = &params.org
         && run(&ctx, "SELECT org_id FROM gold_org_health WHERE org_id = $1", vec![text(org)])
             .await?
@@ -120,12 +126,7 @@ pub async fn query(lake: &Lake, name: QueryName, params: &QueryParams) -> Result
 /// Every org (id, name, industry, plan tier), by name: the dashboard's picker.
 pub async fn orgs(lake: &Lake) -> Result<Vec<RecordBatch>> {
     let ctx = crate::lake::session();
-    if !lake.register(&ctx, Layer::Gold, "org_health").await? {
-        return Err(Error::Usage(format!(
-            "gold mart org_health not found in {}; run `cloudlake run` first",
-            lake.root().display()
-        )));
-    }
+    register_marts(lake, &ctx, &["org_health"]).await?;
     let batches = run(
         &ctx,
         "SELECT org_id, org_name, industry, plan_tier FROM gold_org_health ORDER BY org_name, org_id",

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Cassandra;
 use super::values::to_cql;
-use crate::lake::{Lake, Layer};
+use crate::lake::Lake;
 use crate::serving::views::{GOLD_MARTS, SPAN_SQL, ServingTable, TABLES};
 use crate::{Error, Result};
 
@@ -80,14 +80,7 @@ pub async fn publish(lake: &Lake, c: &Cassandra) -> Result<PublishReport> {
     let started = Instant::now();
     super::schema::apply(c).await?;
     let ctx = crate::lake::session();
-    for mart in GOLD_MARTS {
-        if !lake.register(&ctx, Layer::Gold, mart).await? {
-            return Err(Error::Usage(format!(
-                "gold mart {mart} not found in {}; run `cloudlake run` before publishing",
-                lake.root().display()
-            )));
-        }
-    }
+    crate::serving::lake::register_marts(lake, &ctx, &GOLD_MARTS).await?;
     let mut report = PublishReport::default();
     for table in TABLES {
         let t0 = Instant::now();

@@ -45,17 +45,22 @@ pub struct ServingState {
     pub last_month: Option<NaiveDate>,
 }
 
+/// The `serving_state` row's `columns`; `None` when nothing was published to this keyspace
+/// (not even its tables exist yet).
+async fn state_row(c: &Cassandra, columns: &str) -> Result<Option<Row>> {
+    let exists = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'serving_state'";
+    if c.rows("looking up the serving tables", exists, &(c.keyspace(),)).await?.is_empty() {
+        return Ok(None);
+    }
+    let cql = format!("SELECT {columns} FROM {}.serving_state WHERE id = ?", c.keyspace());
+    Ok(c.rows("reading serving_state", &cql, &("current",)).await?.into_iter().next())
+}
+
 /// Reads `serving_state`; an error when nothing was published to this keyspace yet.
 pub async fn state(c: &Cassandra) -> Result<ServingState> {
-    let exists = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'serving_state'";
-    let published = !c.rows("looking up the serving tables", exists, &(c.keyspace(),)).await?.is_empty();
-    let cql = format!(
-        "SELECT reference_date, first_usage_date, last_usage_date, first_month, last_month FROM {}.serving_state WHERE id = ?",
-        c.keyspace()
-    );
-    let rows =
-        if published { c.rows("reading serving_state", &cql, &("current",)).await? } else { Vec::new() };
-    let Some(row) = rows.first() else {
+    let row =
+        state_row(c, "reference_date, first_usage_date, last_usage_date, first_month, last_month").await?;
+    let Some(row) = row else {
         return Err(Error::Usage(format!(
             "nothing is published in Cassandra keyspace {} yet; run `cloudlake publish` first",
             c.keyspace()
@@ -76,13 +81,7 @@ pub async fn state(c: &Cassandra) -> Result<ServingState> {
 
 /// When the data was last published; `None` when nothing is.
 pub async fn published_at(c: &Cassandra) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
-    let exists = "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = 'serving_state'";
-    if c.rows("looking up the serving tables", exists, &(c.keyspace(),)).await?.is_empty() {
-        return Ok(None);
-    }
-    let cql = format!("SELECT published_at FROM {}.serving_state WHERE id = ?", c.keyspace());
-    let rows = c.rows("reading serving_state", &cql, &("current",)).await?;
-    Ok(rows.first().and_then(|r| match r.columns.first() {
+    Ok(state_row(c, "published_at").await?.and_then(|r| match r.columns.first() {
         Some(Some(CqlValue::Timestamp(t))) => chrono::DateTime::from_timestamp_millis(t.0),
         _ => None,
     }))

@@ -65,11 +65,6 @@ impl Keys {
         Ok(Keys { keys })
     }
 
-    /// How many keys.
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
     /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -91,13 +91,6 @@ impl Backend {
         }
     }
 
-    async fn answer(&self, name: QueryName, params: &QueryParams) -> Result<Vec<RecordBatch>> {
-        match self {
-            Backend::Lake(lake) => crate::serving::lake::query(lake, name, params).await,
-            Backend::Cassandra(c) => crate::serving::cassandra::query::query(c, name, params).await,
-        }
-    }
-
     async fn orgs(&self) -> Result<Vec<RecordBatch>> {
         match self {
             Backend::Lake(lake) => crate::serving::lake::orgs(lake).await,
@@ -538,8 +531,8 @@ async fn query_handler(
             });
             json!({"data_version": version, "total_rows": null, "rows": answer.rows, "next_cursor": next})
         }
-        Backend::Lake(_) => {
-            let compute = state.backend.answer(query, &params.query);
+        Backend::Lake(lake) => {
+            let compute = crate::serving::lake::query(lake, query, &params.query);
             let answer = state
                 .cached(format!("{version}|{key}"), async move { compute.await.map(|b| (b, None)) })
                 .await?;

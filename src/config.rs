@@ -16,6 +16,10 @@
 //! window_days = 28
 //! zscore_threshold = 3.0
 //!
+//! [stream]                       # micro-batches of usage events (see stream::StreamConfig)
+//! trigger = "500ms"
+//! allowed_lateness = "1d"
+//!
 //! [cassandra]                    # serve from Cassandra (see serving::cassandra for every key)
 //! contact_points = ["127.0.0.1:9042"]
 //! ```
@@ -31,6 +35,7 @@ use crate::serving::cassandra::CassandraConfig;
 use crate::silver::SilverSettings;
 use crate::silver::anomalies::AnomalyConfig;
 use crate::silver::rules::Action;
+use crate::stream::{StreamConfig, StreamSettings};
 use crate::{Error, Result};
 
 /// Default landing folder.
@@ -61,6 +66,8 @@ pub struct FileConfig {
     pub cassandra: Option<CassandraConfig>,
     /// The REST API and dashboard (`cloudlake serve`).
     pub api: Option<ApiConfig>,
+    /// Streaming: trigger, allowed lateness, batch bounds (see `stream::StreamConfig`).
+    pub stream: Option<StreamConfig>,
 }
 
 impl FileConfig {
@@ -99,6 +106,8 @@ pub struct Settings {
     pub cassandra: Option<CassandraConfig>,
     /// The REST API's settings.
     pub api: ApiConfig,
+    /// Streaming settings.
+    pub stream: StreamSettings,
 }
 
 impl Settings {
@@ -129,6 +138,7 @@ impl Settings {
             full_refresh: false,
             cassandra: file.cassandra,
             api: file.api.unwrap_or_default(),
+            stream: file.stream.unwrap_or_default().resolve().map_err(Error::Config)?,
         })
     }
 }

@@ -73,6 +73,12 @@ pub enum Error {
     /// Talking to Cassandra failed (connection, schema, a write or read that kept failing).
     #[error("Cassandra: {0}")]
     Cassandra(String),
+    /// Talking to Kafka failed (broker unreachable past the retry bound, offsets gone).
+    #[error("Kafka: {0}")]
+    Kafka(String),
+    /// Another cloudlake process holds the lake's events lock.
+    #[error("{0}")]
+    Busy(String),
     /// A broken invariant: a bug in cloudlake, not a problem with the input.
     #[error("internal error (a bug in cloudlake, please report it): {0}")]
     Internal(String),

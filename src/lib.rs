@@ -34,6 +34,7 @@ pub mod report;
 pub mod serving;
 pub mod silver;
 pub mod sql;
+pub mod stream;
 pub mod telemetry;
 
 pub use error::{Error, Result};

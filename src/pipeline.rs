@@ -1,15 +1,18 @@
 //! `cloudlake run`: the whole pipeline once, as a library call.
 //!
-//! Bronze for every source (masters and all available events), then silver (rules, quarantine,
-//! daily features and anomalies), then gold (full or incremental) and its reconciliation.
+//! Batch sources through bronze and silver, a full rebuild of the event tables when what they
+//! depend on changed, then the usage events through the streaming micro-batch path, then
+//! reconciliation (see [`run`]).
 
 use std::time::Instant;
 
-use crate::bronze::{self, SOURCES};
+use crate::bronze::{self, SOURCES, usage_events};
 use crate::config::Settings;
-use crate::lake::{self, Lake};
+use crate::lake::{self, Lake, Layer, Txn};
 use crate::landing::IngestMeta;
 use crate::report::{RunReport, StageTiming};
+use crate::silver::SilverMetrics;
+use crate::stream::{self, StreamOptions, StreamSource};
 use crate::telemetry::Progress;
 use crate::{Error, Result};
 use crate::{gold, silver};
@@ -21,6 +24,16 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 /// Runs the pipeline once and writes the run report.
+///
+/// 1. bronze for the batch sources (masters, billing, tickets, ...);
+/// 2. silver for them;
+/// 3. when a master, a setting or the code's tables changed since the last run (or on the first
+///    run, or with `--full`): silver events, daily features and every gold mart rebuilt from
+///    bronze;
+/// 4. the usage events through the streaming path ([`crate::stream`], `--once` over the landing
+///    files): each micro-batch lands in bronze, silver and the daily features, and MERGEs into
+///    the event marts;
+/// 5. reconciliation, the run report, and publishing when Cassandra is configured.
 pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> {
     let started = Instant::now();
     let now = chrono::Utc::now();
@@ -30,6 +43,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         return Err(Error::LandingMissing { path: settings.landing.clone(), source_name: "any".into() });
     }
     let lake = Lake::new(&settings.lake)?;
+    let _lock = stream::checkpoint::lock(&lake)?;
     let ctx = lake::session();
     // The last run that completed (a report is written only at the very end).
     let previous = crate::quality::latest_run(&lake).ok();
@@ -37,11 +51,14 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     // Discover every input first, so a missing file fails the run before anything is written.
     let mut plan = Vec::with_capacity(SOURCES.len());
     for source in SOURCES {
-        plan.push((source, bronze::discover(&settings.landing, source)?));
+        let files = bronze::discover(&settings.landing, source)?;
+        if source.name != usage_events::SOURCE.name {
+            plan.push((source, files));
+        }
     }
 
     let bronze_started = Instant::now();
-    let mut bronze_metrics = Vec::with_capacity(plan.len());
+    let mut bronze_metrics = Vec::with_capacity(SOURCES.len());
     for (source, files) in &plan {
         progress.start(&format!("bronze {} ({} files)", source.name, files.len()));
         let m = bronze::ingest(&ctx, &lake, &settings.landing, source, files, &meta, settings.batch_bytes)
@@ -60,41 +77,64 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
     let silver_started = Instant::now();
     progress.start("silver");
+    let events = &usage_events::SOURCE;
+    if lake.open(Layer::Bronze, events.name).await?.is_none() {
+        // First run: the events table exists (empty) before anything reads it.
+        let (schema, partitions) = (bronze::bronze_schema(events), bronze::partition_columns(events));
+        lake.overwrite(Layer::Bronze, events.name, vec![], schema, &partitions).await?;
+    }
     lake.register_all(&ctx).await?;
-    let (silver, daily) = silver::build(&ctx, &lake, &meta, &settings.silver).await?;
+    let mut silver = silver::build_masters(&ctx, &lake, &meta, &settings.silver).await?;
     for m in &silver {
-        if !m.conserved() {
-            return Err(Error::Internal(format!(
-                "silver {} lost track of rows: bronze {} != silver {} + quarantined {} + superseded {}",
-                m.table, m.bronze_rows, m.rows, m.quarantined, m.superseded
-            )));
+        check_silver(m)?;
+    }
+    let fingerprint = settings_fingerprint(settings);
+    let rebuild = match previous.as_ref() {
+        Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
+            !gold::event_marts_exist(&lake)
+                || !lake.table_path(Layer::Silver, "usage_daily").join("_delta_log").is_dir()
+                || masters_changed_since(&ctx, &prev.run_id).await?
         }
+        _ => true,
+    };
+    let mut events_silver = SilverMetrics { table: usage_events::SOURCE.name.into(), ..Default::default() };
+    let mut gold_metrics = Vec::new();
+    if rebuild {
+        // The rebuild covers every batch bronze committed, so no stream applies one again.
+        let covers = Txn::covering(stream::committed_batches(&lake).await?);
+        let (m, _) = silver::rebuild_events(&ctx, &lake, &meta, &settings.silver, covers.as_ref()).await?;
+        check_silver(&m)?;
+        events_silver = m;
+        gold_metrics = gold::build(&ctx, &lake, covers.as_ref()).await?;
     }
     progress.done();
     stages.push(StageTiming { stage: "silver".into(), millis: silver_started.elapsed().as_millis() as u64 });
 
-    let gold_started = Instant::now();
-    progress.start("gold");
-    let fingerprint = settings_fingerprint(settings);
-    let mode = match previous.as_ref() {
-        Some(prev)
-            if !settings.full_refresh
-                && prev.settings_fingerprint == fingerprint
-                && gold::event_marts_exist(&lake) =>
-        {
-            if only_events_since(&ctx, &prev.run_id).await? {
-                gold::Mode::Incremental {
-                    since_run_id: prev.run_id.clone(),
-                    window_days: settings.silver.anomaly.window_days,
-                }
-            } else {
-                gold::Mode::Full
-            }
+    let events_started = Instant::now();
+    progress.start("usage events (micro-batches: bronze, silver, gold)");
+    let options = StreamOptions { once: true, ..Default::default() };
+    let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+    let mut events_bronze = streamed.totals.bronze.clone();
+    events_bronze.source = usage_events::SOURCE.name.into();
+    bronze_metrics.push(events_bronze);
+    events_silver.absorb(&streamed.totals.silver);
+    events_silver.table = usage_events::SOURCE.name.into();
+    silver.push(events_silver);
+    for g in &streamed.totals.gold {
+        match gold_metrics.iter_mut().find(|m: &&mut gold::GoldMetrics| m.mart == g.mart) {
+            Some(m) => m.absorb(g),
+            None => gold_metrics.push(g.clone()),
         }
-        _ => gold::Mode::Full,
-    };
-    let gold_metrics = gold::build(&ctx, &lake, &mode).await?;
-    let reconciliation = gold::reconcile::reconcile(&ctx, &lake).await?;
+    }
+    progress.done();
+    stages.push(StageTiming { stage: "events".into(), millis: events_started.elapsed().as_millis() as u64 });
+
+    let gold_started = Instant::now();
+    progress.start("gold reconciliation");
+    let fresh = lake::session();
+    lake.register_all(&fresh).await?;
+    let daily = daily_summary(&fresh).await?;
+    let reconciliation = gold::reconcile::reconcile(&fresh, &lake).await?;
     progress.done();
     stages.push(StageTiming { stage: "gold".into(), millis: gold_started.elapsed().as_millis() as u64 });
 
@@ -111,6 +151,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         reconciliation,
         settings_fingerprint: fingerprint,
         stages,
+        stream: Some(streamed),
         publish: None,
     };
     report.write(&lake.runs_dir())?;
@@ -131,6 +172,39 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     Ok(report)
 }
 
+fn check_silver(m: &SilverMetrics) -> Result<()> {
+    if m.conserved() {
+        return Ok(());
+    }
+    Err(Error::Internal(format!(
+        "silver {} lost track of rows: bronze {} != silver {} + quarantined {} + superseded {}",
+        m.table, m.bronze_rows, m.rows, m.quarantined, m.superseded
+    )))
+}
+
+/// Rows and flags of `silver_usage_daily`.
+async fn daily_summary(ctx: &datafusion::prelude::SessionContext) -> Result<silver::DailyMetrics> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let b = ctx
+        .sql(
+            "SELECT count(*), count(*) FILTER (WHERE zscore_flag), count(*) FILTER (WHERE mad_flag),
+                    count(*) FILTER (WHERE pctl_flag), count(*) FILTER (WHERE is_anomaly)
+             FROM silver_usage_daily",
+        )
+        .await?
+        .collect()
+        .await?;
+    let v = |i: usize| b.first().map_or(0, |b| b.column(i).as_primitive::<Int64Type>().value(0) as u64);
+    Ok(silver::DailyMetrics {
+        rows: v(0),
+        zscore_flags: v(1),
+        mad_flags: v(2),
+        pctl_flags: v(3),
+        anomalies: v(4),
+    })
+}
+
 /// How many progress steps [`run`] takes with `settings`.
 pub fn steps(settings: &Settings) -> u64 {
     SOURCES.len() as u64 + 2 + u64::from(settings.cassandra.is_some())
@@ -142,10 +216,10 @@ fn settings_fingerprint(settings: &Settings) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
-/// True when, since `run_id`, new usage events arrived and nothing else changed in bronze.
-async fn only_events_since(ctx: &datafusion::prelude::SessionContext, run_id: &str) -> Result<bool> {
-    let mut events = false;
-    for source in SOURCES {
+/// True when a batch source (not the usage events) got new bronze rows since `run_id`.
+async fn masters_changed_since(ctx: &datafusion::prelude::SessionContext, run_id: &str) -> Result<bool> {
+    use datafusion::arrow::array::AsArray;
+    for source in SOURCES.iter().filter(|s| s.name != usage_events::SOURCE.name) {
         let sql = format!("SELECT count(*) FROM bronze_{} WHERE run_id > $1", source.name);
         let batches = ctx
             .sql(&sql)
@@ -153,15 +227,12 @@ async fn only_events_since(ctx: &datafusion::prelude::SessionContext, run_id: &s
             .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(run_id.to_string()))])?
             .collect()
             .await?;
-        use datafusion::arrow::array::AsArray;
         let n = batches
             .first()
             .map_or(0, |b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0));
-        match (source.name == "usage_events", n > 0) {
-            (true, changed) => events = changed,
-            (false, true) => return Ok(false),
-            (false, false) => {}
+        if n > 0 {
+            return Ok(true);
         }
     }
-    Ok(events)
+    Ok(false)
 }

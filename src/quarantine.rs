@@ -84,6 +84,17 @@ pub async fn write(
     source: &str,
     batches: Vec<RecordBatch>,
 ) -> Result<u64> {
+    write_txn(ctx, lake, source, batches, None).await
+}
+
+/// [`write`], recording `txn` in the commit (a streaming micro-batch).
+pub async fn write_txn(
+    ctx: &SessionContext,
+    lake: &Lake,
+    source: &str,
+    batches: Vec<RecordBatch>,
+    txn: Option<&crate::lake::Txn>,
+) -> Result<u64> {
     let spec = DedupSpec { key: &[RULE_ID, RECORD_HASH], partitions: &[] };
-    lake.append_new_rows(ctx, Layer::Quarantine, source, batches, &spec).await
+    lake.append_new_rows_txn(ctx, Layer::Quarantine, source, batches, &spec, txn).await
 }

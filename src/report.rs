@@ -46,6 +46,9 @@ pub struct RunReport {
     pub settings_fingerprint: String,
     /// Per-stage timings.
     pub stages: Vec<StageTiming>,
+    /// The usage events' micro-batches (lateness, corrections, watermark).
+    #[serde(default)]
+    pub stream: Option<crate::stream::StreamReport>,
     /// What was published to Cassandra, when it is configured.
     #[serde(default)]
     pub publish: Option<crate::serving::cassandra::publish::PublishReport>,

@@ -113,6 +113,18 @@ impl BronzeMetrics {
     pub fn conserved(&self) -> bool {
         self.read == self.written + self.quarantined + self.duplicates
     }
+
+    /// Adds another micro-batch's figures for the same source.
+    pub fn absorb(&mut self, other: &BronzeMetrics) {
+        self.files += other.files;
+        self.read += other.read;
+        self.written += other.written;
+        self.quarantined += other.quarantined;
+        self.duplicates += other.duplicates;
+        landing::add_counts(&mut self.cast_failures, other.cast_failures.clone());
+        self.batches += other.batches;
+        self.millis += other.millis;
+    }
 }
 
 /// Lists a source's landing files, sorted by name (relative names are used as lineage).
@@ -143,6 +155,12 @@ pub fn discover(landing: &Path, source: &Source) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The event files of an event folder, sorted by name.
+pub fn discover_events(dir: &Path) -> Result<Vec<PathBuf>> {
+    list_dir(dir, &["jsonl", "json"])
+}
+
+/// Files of `dir` with one of `extensions`, sorted; hidden files (`.name`) are skipped.
 fn list_dir(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Ok(Vec::new());
@@ -151,7 +169,8 @@ fn list_dir(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        if path.is_file() && extensions.contains(&ext) {
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if path.is_file() && !hidden && extensions.contains(&ext) {
             files.push(path);
         }
     }
@@ -226,7 +245,7 @@ fn micro_batches(files: &[PathBuf], max_bytes: u64) -> Result<Vec<&[PathBuf]>> {
 }
 
 /// Reads files in parallel (one thread per core) and merges their yields in file order.
-fn read_files(landing: &Path, source: &Source, files: &[PathBuf], meta: &IngestMeta) -> Result<Landed> {
+pub fn read_files(landing: &Path, source: &Source, files: &[PathBuf], meta: &IngestMeta) -> Result<Landed> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(files.len().max(1));
     let next = AtomicUsize::new(0);
     let results: Vec<Result<Vec<(usize, Landed)>>> = std::thread::scope(|scope| {
@@ -265,9 +284,14 @@ fn read_files(landing: &Path, source: &Source, files: &[PathBuf], meta: &IngestM
 fn read_file(landing: &Path, source: &Source, path: &Path, meta: &IngestMeta) -> Result<Landed> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let name = path.strip_prefix(landing).unwrap_or(path).to_string_lossy().replace('\\', "/");
+    land_bytes(source, &bytes, &name, meta)
+}
+
+/// Reads one landing file's bytes (named `name` in lineage) into typed rows and rejects.
+pub fn land_bytes(source: &Source, bytes: &[u8], name: &str, meta: &IngestMeta) -> Result<Landed> {
     let mut landed = match source.format {
-        Format::Csv => landing::csv::read_csv(&bytes, &name, source.columns, source.key, meta)?,
-        Format::Jsonl => landing::jsonl::read_jsonl(&bytes, &name, source.columns, source.key, meta)?,
+        Format::Csv => landing::csv::read_csv(bytes, name, source.columns, source.key, meta)?,
+        Format::Jsonl => landing::jsonl::read_jsonl(bytes, name, source.columns, source.key, meta)?,
     };
     if let Some((from, to)) = source.date_partition {
         landed.batches =
@@ -290,7 +314,7 @@ fn with_date_column(batch: RecordBatch, from: &str, to: &str) -> Result<RecordBa
 }
 
 /// The bronze table's schema: declared columns, lineage, and the date partition column.
-fn bronze_schema(source: &Source) -> Arc<Schema> {
+pub fn bronze_schema(source: &Source) -> Arc<Schema> {
     let landed = landing::landed_schema(source.columns, source.format == Format::Jsonl);
     let mut fields: Vec<Field> = landed.fields().iter().map(|f| f.as_ref().clone()).collect();
     if let Some((_, to)) = source.date_partition {
@@ -299,7 +323,8 @@ fn bronze_schema(source: &Source) -> Arc<Schema> {
     Arc::new(Schema::new(fields))
 }
 
-fn partition_columns(source: &Source) -> Vec<&'static str> {
+/// The bronze table's partition columns.
+pub fn partition_columns(source: &Source) -> Vec<&'static str> {
     source.date_partition.map(|(_, to)| to).into_iter().collect()
 }
 

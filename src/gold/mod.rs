@@ -9,12 +9,12 @@
 //! | [`tickets_by_org_date`] | org_id, ticket_date, severity | batch |
 //! | [`org_health`] | org_id | always |
 //!
-//! A full build overwrites every mart. When only new usage events arrived since the last run that
-//! completed gold (no master, billing or ticket changed, same settings), the build is incremental: the (org, date,
-//! service) keys the new events touched — plus the days whose trailing anomaly baseline they
-//! feed — are recomputed from silver and MERGEd into the event marts on their grain; batch marts
-//! are left as they are; `org_health` (one row per org) is rebuilt. The result equals a full
-//! rebuild (tested). [`reconcile`] checks the totals after every build.
+//! [`build`] recomputes and overwrites every mart (a first run, or when a master, billing,
+//! tickets or a setting changed). Usage events reach gold one micro-batch at a time
+//! ([`crate::stream`]): [`merge_events`] takes the daily rows the batch changed — its (org, date,
+//! service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them into
+//! the event marts on their grain, then rebuilds `org_health` (one row per org); batch marts are
+//! left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
 
 pub mod cost_anomaly_mart;
 pub mod genai_tokens_by_org_date;
@@ -26,11 +26,12 @@ pub mod tickets_by_org_date;
 
 use std::time::Instant;
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
-use crate::lake::{Lake, Layer};
+use crate::lake::{Lake, Layer, Txn};
 use crate::lake::{collect, register_batches};
 
 /// When a mart is recomputed.
@@ -70,21 +71,6 @@ pub const MARTS: &[Mart] = &[
     org_health::MART,
 ];
 
-/// How to build gold.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Mode {
-    /// Recompute and overwrite every mart.
-    Full,
-    /// Recompute what the events ingested after a run touched, and MERGE it.
-    Incremental {
-        /// The last run that completed gold: events of later runs (this one, or one that
-        /// crashed before gold) are the change.
-        since_run_id: String,
-        /// Trailing anomaly window: days after a touched day whose scores it feeds.
-        window_days: i32,
-    },
-}
-
 /// What the build did for one mart.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct GoldMetrics {
@@ -102,48 +88,102 @@ pub struct GoldMetrics {
     pub millis: u64,
 }
 
-/// Relation holding the affected daily rows in an incremental build.
+impl GoldMetrics {
+    /// Adds a later build's figures for the same mart (a run's rebuild and micro-batches): a
+    /// full build's rows replace the count (the mart now holds them), merged rows add up;
+    /// `refresh` lists the kinds in order, e.g. `full+merge`.
+    pub fn absorb(&mut self, other: &GoldMetrics) {
+        if self.refresh.is_empty() || self.refresh == "unchanged" {
+            self.refresh = other.refresh.clone();
+        } else if other.refresh != "unchanged" && !self.refresh.ends_with(other.refresh.as_str()) {
+            self.refresh = format!("{}+{}", self.refresh, other.refresh);
+        }
+        if other.refresh == "full" {
+            self.computed = other.computed;
+        } else {
+            self.computed += other.computed;
+        }
+        self.updated += other.updated;
+        self.inserted += other.inserted;
+        self.millis += other.millis;
+    }
+}
+
+/// Relation holding the affected daily rows of a micro-batch.
 const AFFECTED: &str = "gold_affected_daily";
 
-/// Builds the marts from the silver tables registered in `ctx`.
-pub async fn build(ctx: &SessionContext, lake: &Lake, mode: &Mode) -> Result<Vec<GoldMetrics>> {
-    if let Mode::Incremental { since_run_id, window_days } = mode {
-        let sql = format!(
-            "SELECT d.* FROM silver_usage_daily d
-             WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT org_id, usage_date, service FROM silver_usage_events WHERE ingest_run_id > $1) t
-                           WHERE t.org_id = d.org_id AND (t.service IS NOT DISTINCT FROM d.service)
-                             AND d.usage_date >= t.usage_date AND d.usage_date <= t.usage_date + INTERVAL '{window_days} days')"
-        );
-        let df = ctx
-            .sql(&sql)
-            .await?
-            .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(since_run_id.clone()))])?;
-        let (schema, batches) = collect(df).await?;
-        register_batches(ctx, AFFECTED, schema, batches)?;
-    }
+/// Recomputes and overwrites every mart from the silver tables registered in `ctx`; each commit
+/// records `txn` when given (the stream batches the rebuild covers).
+pub async fn build(ctx: &SessionContext, lake: &Lake, txn: Option<&Txn>) -> Result<Vec<GoldMetrics>> {
     let mut out = Vec::with_capacity(MARTS.len());
     for mart in MARTS {
         let started = Instant::now();
         let _span = tracing::info_span!("stage", stage = "gold", mart = mart.name).entered();
-        let mut m = GoldMetrics { mart: mart.name.to_string(), ..Default::default() };
-        match (mode, mart.scope) {
-            (Mode::Incremental { .. }, Scope::Batch) => m.refresh = "unchanged".into(),
-            (Mode::Incremental { .. }, Scope::Events) => {
-                let batches = ctx.sql(&(mart.sql)(AFFECTED)).await?.collect().await?;
-                m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
-                (m.updated, m.inserted) =
-                    lake.merge(ctx, Layer::Gold, mart.name, batches, mart.grain).await?;
+        let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
+        let computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+        match txn {
+            Some(t) => {
+                lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, t).await?
+            }
+            None => lake.overwrite(Layer::Gold, mart.name, batches, schema, mart.partitions).await?,
+        };
+        let m = GoldMetrics {
+            mart: mart.name.to_string(),
+            refresh: "full".into(),
+            computed,
+            millis: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        };
+        tracing::info!(computed = m.computed, millis = m.millis, "Gold built.");
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// A micro-batch's gold step: the daily rows it changed (`affected`, from
+/// [`crate::silver::usage_daily::for_series`]) are turned into mart rows and MERGEd on each event
+/// mart's grain, and the marts that depend on everything are rebuilt; every commit records `txn`.
+/// A mart that already recorded `txn` (a replay after a crash) is left as it is. Batch marts are
+/// untouched. `silver_usage_daily` in `ctx` must already hold the merged rows.
+pub async fn merge_events(
+    ctx: &SessionContext,
+    lake: &Lake,
+    affected: (datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>),
+    txn: &Txn,
+) -> Result<Vec<GoldMetrics>> {
+    let (schema, batches) = affected;
+    register_batches(ctx, AFFECTED, schema, batches)?;
+    let mut out = Vec::with_capacity(MARTS.len());
+    for mart in MARTS {
+        let started = Instant::now();
+        let mut m =
+            GoldMetrics { mart: mart.name.to_string(), refresh: "unchanged".into(), ..Default::default() };
+        let applied = lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?;
+        if mart.scope == Scope::Batch || applied.is_some_and(|v| v >= txn.version) {
+            out.push(m);
+            continue;
+        }
+        if mart.scope == Scope::Events {
+            let batches = ctx.sql(&(mart.sql)(AFFECTED)).await?.collect().await?;
+            m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+            if m.computed > 0 {
+                if lake.open(Layer::Gold, mart.name).await?.is_some() {
+                    (m.updated, m.inserted) =
+                        lake.merge_txn(ctx, Layer::Gold, mart.name, batches, mart.grain, Some(txn)).await?;
+                } else {
+                    let schema = batches[0].schema();
+                    lake.append_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
+                    m.inserted = m.computed;
+                }
                 m.refresh = "merge".into();
             }
-            _ => {
-                let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
-                m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
-                lake.overwrite(Layer::Gold, mart.name, batches, schema, mart.partitions).await?;
-                m.refresh = "full".into();
-            }
+        } else {
+            let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
+            m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+            lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
+            m.refresh = "full".into();
         }
         m.millis = started.elapsed().as_millis() as u64;
-        tracing::info!(refresh = %m.refresh, computed = m.computed, updated = m.updated, inserted = m.inserted, millis = m.millis, "Gold built.");
         out.push(m);
     }
     let _ = ctx.deregister_table(AFFECTED)?;

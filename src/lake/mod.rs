@@ -111,7 +111,36 @@ impl Lake {
         batches: Vec<RecordBatch>,
         partitions: &[&str],
     ) -> Result<DeltaTable> {
-        self.write(layer, name, batches, partitions, SaveMode::Append).await
+        self.write(layer, name, batches, partitions, SaveMode::Append, None).await
+    }
+
+    /// Appends batches as one commit that also records `txn` (a Delta application transaction),
+    /// creating the table if absent. With no rows the commit still happens, so the table records
+    /// that the micro-batch was applied.
+    pub async fn append_txn(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+        txn: &Txn,
+    ) -> Result<DeltaTable> {
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+        self.write(layer, name, batches, partitions, SaveMode::Append, Some(txn)).await
+    }
+
+    /// The last version of application `app_id` a table recorded ([`Txn`]); `None` when the
+    /// table or the application is unknown to it.
+    pub async fn txn_version(&self, layer: Layer, name: &str, app_id: &str) -> Result<Option<i64>> {
+        let Some(table) = self.open(layer, name).await? else { return Ok(None) };
+        let err = |e| Error::delta(qualified(layer, name), e);
+        table
+            .snapshot()
+            .map_err(err)?
+            .transaction_version(table.log_store().as_ref(), app_id)
+            .await
+            .map_err(err)
     }
 
     /// Replaces a table's contents (creating it if absent). An empty input writes an empty
@@ -126,7 +155,21 @@ impl Lake {
         partitions: &[&str],
     ) -> Result<DeltaTable> {
         let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
-        self.write(layer, name, batches, partitions, SaveMode::Overwrite).await
+        self.write(layer, name, batches, partitions, SaveMode::Overwrite, None).await
+    }
+
+    /// [`Lake::overwrite`] in a commit that also records `txn`.
+    pub async fn overwrite_txn(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+        txn: &Txn,
+    ) -> Result<DeltaTable> {
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+        self.write(layer, name, batches, partitions, SaveMode::Overwrite, Some(txn)).await
     }
 
     async fn write(
@@ -136,6 +179,7 @@ impl Lake {
         batches: Vec<RecordBatch>,
         partitions: &[&str],
         mode: SaveMode,
+        txn: Option<&Txn>,
     ) -> Result<DeltaTable> {
         let url = self.table_url(layer, name)?;
         let table =
@@ -146,6 +190,9 @@ impl Lake {
         }
         if !partitions.is_empty() {
             write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
+        }
+        if let Some(txn) = txn {
+            write = write.with_commit_properties(txn.commit_properties());
         }
         write.await.map_err(|e| Error::delta(qualified(layer, name), e))
     }
@@ -160,6 +207,20 @@ impl Lake {
         batches: Vec<RecordBatch>,
         keys: &[&str],
     ) -> Result<(u64, u64)> {
+        self.merge_txn(ctx, layer, name, batches, keys, None).await
+    }
+
+    /// [`Lake::merge`] in a commit that records `txn` when given. Keys match null-safely (`IS NOT
+    /// DISTINCT FROM`), so a NULL key value updates its row instead of adding another.
+    pub async fn merge_txn(
+        &self,
+        ctx: &SessionContext,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        keys: &[&str],
+        txn: Option<&Txn>,
+    ) -> Result<(u64, u64)> {
         use datafusion::prelude::col;
         let Some(schema) = batches.first().map(|b| b.schema()) else {
             return Ok((0, 0));
@@ -170,13 +231,22 @@ impl Lake {
         let source = ctx.read_batches(batches)?;
         let on = keys
             .iter()
-            .map(|k| col(format!("target.{k}")).eq(col(format!("source.{k}"))))
+            .map(|k| {
+                datafusion::logical_expr::binary_expr(
+                    col(format!("target.{k}")),
+                    datafusion::logical_expr::Operator::IsNotDistinctFrom,
+                    col(format!("source.{k}")),
+                )
+            })
             .reduce(|a, b| a.and(b))
             .ok_or_else(|| Error::Internal("merge without keys".into()))?;
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         let err = |e| Error::delta(qualified(layer, name), e);
-        let (_, metrics) = table
-            .merge(source, on)
+        let mut merge = table.merge(source, on);
+        if let Some(txn) = txn {
+            merge = merge.with_commit_properties(txn.commit_properties());
+        }
+        let (_, metrics) = merge
             .with_source_alias("source")
             .with_target_alias("target")
             .when_matched_update(|mut u| {
@@ -215,6 +285,19 @@ impl Lake {
         batches: Vec<RecordBatch>,
         spec: &DedupSpec<'_>,
     ) -> Result<u64> {
+        self.append_new_rows_txn(ctx, layer, name, batches, spec, None).await
+    }
+
+    /// [`Lake::append_new_rows`], recording `txn` in the commit when rows are written.
+    pub async fn append_new_rows_txn(
+        &self,
+        ctx: &SessionContext,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        spec: &DedupSpec<'_>,
+        txn: Option<&Txn>,
+    ) -> Result<u64> {
         let DedupSpec { key, partitions } = *spec;
         let batches = first_per_key(batches, key)?;
         let Some(schema) = batches.first().map(|b| b.schema()) else {
@@ -247,7 +330,7 @@ impl Lake {
         let new_rows: Vec<RecordBatch> = new_rows.into_iter().filter(|b| b.num_rows() > 0).collect();
         let written: usize = new_rows.iter().map(|b| b.num_rows()).sum();
         if written > 0 {
-            self.append(layer, name, new_rows, partitions).await?;
+            self.write(layer, name, new_rows, partitions, SaveMode::Append, txn).await?;
         }
         Ok(written as u64)
     }
@@ -271,12 +354,23 @@ impl Lake {
 
     /// Registers one table in `ctx` as `<layer>_<name>` (replacing any registration of that name).
     pub async fn register(&self, ctx: &SessionContext, layer: Layer, name: &str) -> Result<bool> {
+        self.register_as(ctx, layer, name, &format!("{}_{}", layer.as_str(), name)).await
+    }
+
+    /// Registers the current version of one table in `ctx` as `sql_name`; false when it does not
+    /// exist.
+    pub async fn register_as(
+        &self,
+        ctx: &SessionContext,
+        layer: Layer,
+        name: &str,
+        sql_name: &str,
+    ) -> Result<bool> {
         let Some(table) = self.open(layer, name).await? else { return Ok(false) };
         table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(qualified(layer, name), e))?;
         let provider = table.table_provider().await?;
-        let sql_name = format!("{}_{}", layer.as_str(), name);
-        let _ = ctx.deregister_table(&sql_name)?;
-        ctx.register_table(&sql_name, provider)?;
+        let _ = ctx.deregister_table(sql_name)?;
+        ctx.register_table(sql_name, provider)?;
         Ok(true)
     }
 
@@ -289,6 +383,44 @@ impl Lake {
             }
         }
         Ok(names)
+    }
+}
+
+/// A micro-batch's identity, committed atomically with a write as a Delta application
+/// transaction (`txn` action): a table records the last `version` of `app_id` it applied, which
+/// makes a replayed micro-batch detectable after a crash. `metadata` goes into the commit info.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Txn {
+    /// Application id, e.g. `cloudlake.stream.usage_events`.
+    pub app_id: String,
+    /// Micro-batch number, increasing.
+    pub version: i64,
+    /// Extra commit-info entries (the batch's source offsets, for auditing).
+    pub metadata: Vec<(String, serde_json::Value)>,
+    /// Further `(app_id, version)` records of the same commit: a full rebuild covers every
+    /// stream's committed batches, so none of them is applied twice after it.
+    pub covers: Vec<(String, i64)>,
+}
+
+impl Txn {
+    /// Micro-batch `version` of application `app_id`.
+    pub fn batch(app_id: &str, version: i64) -> Self {
+        Txn { app_id: app_id.to_string(), version, metadata: vec![], covers: vec![] }
+    }
+
+    /// A commit recording every `(app_id, version)` of `apps`; `None` when there are none.
+    pub fn covering(apps: Vec<(String, i64)>) -> Option<Self> {
+        let mut apps = apps.into_iter();
+        let (app_id, version) = apps.next()?;
+        Some(Txn { app_id, version, metadata: vec![], covers: apps.collect() })
+    }
+
+    fn commit_properties(&self) -> deltalake::kernel::transaction::CommitProperties {
+        let mut txns = vec![deltalake::kernel::Transaction::new(&self.app_id, self.version)];
+        txns.extend(self.covers.iter().map(|(a, v)| deltalake::kernel::Transaction::new(a, *v)));
+        deltalake::kernel::transaction::CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(self.metadata.clone())
     }
 }
 
@@ -335,7 +467,7 @@ pub fn session() -> SessionContext {
 }
 
 /// Keeps the first row of each `key` value, in input order.
-fn first_per_key(batches: Vec<RecordBatch>, key: &[&str]) -> Result<Vec<RecordBatch>> {
+pub fn first_per_key(batches: Vec<RecordBatch>, key: &[&str]) -> Result<Vec<RecordBatch>> {
     use datafusion::arrow::array::BooleanArray;
     use datafusion::arrow::compute::filter_record_batch;
     use datafusion::arrow::row::{RowConverter, SortField};

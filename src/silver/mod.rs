@@ -108,6 +108,26 @@ impl SilverMetrics {
     pub fn conserved(&self) -> bool {
         self.bronze_rows == self.rows + self.quarantined + self.superseded
     }
+
+    /// Adds another build's figures for the same table (a rebuild plus micro-batches).
+    pub fn absorb(&mut self, other: &SilverMetrics) {
+        self.bronze_rows += other.bronze_rows;
+        self.rows += other.rows;
+        self.quarantined += other.quarantined;
+        self.superseded += other.superseded;
+        crate::landing::add_counts(&mut self.imputed, other.imputed.clone());
+        for o in &other.rules {
+            match self.rules.iter_mut().find(|r| r.rule == o.rule) {
+                Some(r) => {
+                    r.checked += o.checked;
+                    r.violations += o.violations;
+                    r.action = o.action.or(r.action);
+                }
+                None => self.rules.push(o.clone()),
+            }
+        }
+        self.millis += other.millis;
+    }
 }
 
 /// Summary of the daily features table.
@@ -134,72 +154,156 @@ pub fn current_version(bronze_table: &str, key: &str) -> String {
     )
 }
 
-/// Builds every silver table from the bronze tables registered in `ctx` (`bronze_<source>`).
+/// Builds every silver table from the bronze tables registered in `ctx` (`bronze_<source>`):
+/// the masters ([`build_masters`]), then the events and daily features in full
+/// ([`rebuild_events`]).
 pub async fn build(
     ctx: &SessionContext,
     lake: &Lake,
     meta: &IngestMeta,
     settings: &SilverSettings,
 ) -> Result<(Vec<SilverMetrics>, DailyMetrics)> {
+    let mut all = build_masters(ctx, lake, meta, settings).await?;
+    let (events, daily) = rebuild_events(ctx, lake, meta, settings, None).await?;
+    all.push(events);
+    Ok((all, daily))
+}
+
+/// Builds the silver tables of the batch sources (every table but `usage_events`), in order,
+/// overwriting each and registering it in `ctx`.
+pub async fn build_masters(
+    ctx: &SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &SilverSettings,
+) -> Result<Vec<SilverMetrics>> {
     let mut all = Vec::with_capacity(TABLES.len());
-    for table in TABLES {
-        let started = Instant::now();
-        let _span = tracing::info_span!("stage", stage = "silver", table = table.name).entered();
-        let bronze_rows = count(ctx, &format!("bronze_{}", table.bronze)).await?;
-        let applied = rules::apply(ctx, &(table.select)(), table.rules, &settings.rule_actions).await?;
-        let df_schema = applied.input_schema.clone().unwrap_or_else(Schema::empty);
-
-        let clean: Vec<RecordBatch> = applied.clean.iter().map(strip_internal).collect::<Result<_>>()?;
-        let clean_schema = clean.first().map_or_else(|| public_schema(&df_schema, true), |b| b.schema());
-        let rows: u64 = clean.iter().map(|b| b.num_rows() as u64).sum();
-        let imputed = count_imputed(&clean);
-        lake.overwrite(Layer::Silver, table.name, clean.clone(), clean_schema.clone(), table.partitions)
-            .await?;
-        crate::lake::register_batches(ctx, &format!("silver_{}", table.name), clean_schema, clean)?;
-        if table.name == "customers_orgs" {
-            let view = ctx.sql("SELECT DISTINCT org_id FROM silver_customers_orgs").await?.into_view();
-            let _ = ctx.deregister_table("silver_orgs_current")?;
-            ctx.register_table("silver_orgs_current", view)?;
-        }
-
-        let quarantined: u64 = applied.quarantined.iter().map(|b| b.num_rows() as u64).sum();
-        let q_rows = applied
-            .quarantined
-            .iter()
-            .map(|b| quarantine_rows(b, table.rules, meta))
-            .collect::<Result<Vec<_>>>()?;
-        quarantine::write(ctx, lake, table.bronze, q_rows).await?;
-
-        let m = SilverMetrics {
-            table: table.name.to_string(),
-            bronze_rows,
-            rows,
-            quarantined,
-            superseded: match table.version_key {
-                Some(key) => bronze_rows.saturating_sub(
-                    count(ctx, &format!("(SELECT DISTINCT {key} FROM bronze_{})", table.bronze)).await?,
-                ),
-                None => 0,
-            },
-            imputed,
-            rules: applied.outcomes,
-            millis: started.elapsed().as_millis() as u64,
-        };
-        tracing::info!(
-            rows = m.rows,
-            quarantined = m.quarantined,
-            superseded = m.superseded,
-            millis = m.millis,
-            "Silver built."
-        );
-        all.push(m);
+    for table in TABLES.iter().filter(|t| t.name != usage_events::TABLE.name) {
+        all.push(build_table(ctx, lake, meta, settings, table, None).await?);
     }
+    Ok(all)
+}
 
+/// Rebuilds `silver_usage_events` from all of `bronze_usage_events`, then `silver_usage_daily`
+/// in full. The streaming path appends to both instead ([`events_batch`],
+/// [`usage_daily::for_series`]); this is for when what they were enriched with changed (a
+/// master, a rule, a threshold).
+/// Each overwrite records `txn` when given (the stream batches the rebuild covers).
+pub async fn rebuild_events(
+    ctx: &SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &SilverSettings,
+    txn: Option<&crate::lake::Txn>,
+) -> Result<(SilverMetrics, DailyMetrics)> {
+    let events = build_table(ctx, lake, meta, settings, &usage_events::TABLE, txn).await?;
     let (schema, daily) = usage_daily::build(ctx, &settings.anomaly).await?;
     let daily_metrics = daily_metrics(&daily);
-    lake.overwrite(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[]).await?;
+    match txn {
+        Some(t) => {
+            lake.overwrite_txn(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[], t).await?
+        }
+        None => lake.overwrite(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[]).await?,
+    };
     crate::lake::register_batches(ctx, "silver_usage_daily", schema, daily)?;
-    Ok((all, daily_metrics))
+    Ok((events, daily_metrics))
+}
+
+async fn build_table(
+    ctx: &SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &SilverSettings,
+    table: &SilverTable,
+    txn: Option<&crate::lake::Txn>,
+) -> Result<SilverMetrics> {
+    let started = Instant::now();
+    let _span = tracing::info_span!("stage", stage = "silver", table = table.name).entered();
+    let bronze_rows = count(ctx, &format!("bronze_{}", table.bronze)).await?;
+    let conformed = conform_rows(ctx, table, settings, meta).await?;
+    let (clean, schema) = (conformed.clean.clone(), conformed.schema.clone());
+    match txn {
+        Some(t) => lake.overwrite_txn(Layer::Silver, table.name, clean, schema, table.partitions, t).await?,
+        None => lake.overwrite(Layer::Silver, table.name, clean, schema, table.partitions).await?,
+    };
+    crate::lake::register_batches(ctx, &format!("silver_{}", table.name), conformed.schema, conformed.clean)?;
+    if table.name == "customers_orgs" {
+        let view = ctx.sql("SELECT DISTINCT org_id FROM silver_customers_orgs").await?.into_view();
+        let _ = ctx.deregister_table("silver_orgs_current")?;
+        ctx.register_table("silver_orgs_current", view)?;
+    }
+    quarantine::write(ctx, lake, table.bronze, conformed.quarantine).await?;
+
+    let m = SilverMetrics {
+        table: table.name.to_string(),
+        bronze_rows,
+        rows: conformed.rows,
+        quarantined: conformed.quarantined,
+        superseded: match table.version_key {
+            Some(key) => bronze_rows.saturating_sub(
+                count(ctx, &format!("(SELECT DISTINCT {key} FROM bronze_{})", table.bronze)).await?,
+            ),
+            None => 0,
+        },
+        imputed: conformed.imputed,
+        rules: conformed.outcomes,
+        millis: started.elapsed().as_millis() as u64,
+    };
+    tracing::info!(
+        rows = m.rows,
+        quarantined = m.quarantined,
+        superseded = m.superseded,
+        millis = m.millis,
+        "Silver built."
+    );
+    Ok(m)
+}
+
+/// A silver table's rows computed from the bronze rows registered in `ctx`, not yet written.
+#[derive(Debug)]
+pub struct Conformed {
+    /// Schema of the clean rows.
+    pub schema: SchemaRef,
+    /// Rows that passed every quarantine rule.
+    pub clean: Vec<RecordBatch>,
+    /// Quarantine rows (in [`quarantine::schema`]) for the rows that broke one.
+    pub quarantine: Vec<RecordBatch>,
+    /// Clean rows.
+    pub rows: u64,
+    /// Quarantined rows.
+    pub quarantined: u64,
+    /// Values imputed per `*_imputed` column.
+    pub imputed: Vec<(String, u64)>,
+    /// Per-rule outcomes.
+    pub outcomes: Vec<RuleOutcome>,
+}
+
+/// Runs a table's select and rules over the `bronze_<source>` registered in `ctx` (the whole
+/// table, or a micro-batch's new rows registered under that name).
+pub async fn conform_rows(
+    ctx: &SessionContext,
+    table: &SilverTable,
+    settings: &SilverSettings,
+    meta: &IngestMeta,
+) -> Result<Conformed> {
+    let applied = rules::apply(ctx, &(table.select)(), table.rules, &settings.rule_actions).await?;
+    let df_schema = applied.input_schema.clone().unwrap_or_else(Schema::empty);
+    let clean: Vec<RecordBatch> = applied.clean.iter().map(strip_internal).collect::<Result<_>>()?;
+    let schema = clean.first().map_or_else(|| public_schema(&df_schema, true), |b| b.schema());
+    let quarantine = applied
+        .quarantined
+        .iter()
+        .map(|b| quarantine_rows(b, table.rules, meta))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Conformed {
+        schema,
+        rows: clean.iter().map(|b| b.num_rows() as u64).sum(),
+        quarantined: applied.quarantined.iter().map(|b| b.num_rows() as u64).sum(),
+        imputed: count_imputed(&clean),
+        clean,
+        quarantine,
+        outcomes: applied.outcomes,
+    })
 }
 
 async fn count(ctx: &SessionContext, table: &str) -> Result<u64> {
@@ -303,7 +407,8 @@ fn quarantine_rows(batch: &RecordBatch, table_rules: &[Rule], meta: &IngestMeta)
     )?)
 }
 
-fn daily_metrics(batches: &[RecordBatch]) -> DailyMetrics {
+/// Counts rows and flags of daily feature rows.
+pub fn daily_metrics(batches: &[RecordBatch]) -> DailyMetrics {
     let mut m = DailyMetrics::default();
     for b in batches {
         let t = |name: &str| b.column_by_name(name).map_or(0, |c| c.as_boolean().true_count() as u64);

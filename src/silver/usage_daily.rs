@@ -19,9 +19,10 @@ use super::anomalies::{AnomalyConfig, score_series};
 use crate::Result;
 use crate::bronze::MONEY_SCALE;
 
-/// The daily feature query over `silver_usage_events`.
-pub const FEATURES_SQL: &str = "
-    SELECT org_id, usage_date, service,
+/// The daily feature query over `relation` (silver usage events, or a subset of them).
+pub fn features_sql(relation: &str) -> String {
+    format!(
+        "SELECT org_id, usage_date, service,
         CAST(sum(cost_usd) AS DECIMAL(18, 6)) AS cost_usd,
         CAST(COALESCE(sum(CASE WHEN metric = 'requests' THEN CAST(value AS DECIMAL(18, 6)) END), 0) AS DECIMAL(18, 6)) AS requests,
         CAST(COALESCE(sum(CASE WHEN metric = 'cpu_hours' THEN CAST(value AS DECIMAL(18, 6)) END), 0) AS DECIMAL(18, 6)) AS cpu_hours,
@@ -29,13 +30,95 @@ pub const FEATURES_SQL: &str = "
         COALESCE(sum(genai_tokens), 0) AS genai_tokens,
         CAST(COALESCE(sum(CAST(carbon_kg AS DECIMAL(18, 6))), 0) AS DECIMAL(18, 6)) AS carbon_kg,
         count(*) AS events
-    FROM silver_usage_events
+    FROM {relation}
     GROUP BY org_id, usage_date, service
-    ORDER BY org_id, service, usage_date";
+    ORDER BY org_id, service, usage_date"
+    )
+}
 
 /// Builds the table: features from DataFusion, then scores per (org, service) series.
 pub async fn build(ctx: &SessionContext, cfg: &AnomalyConfig) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let df = ctx.sql(FEATURES_SQL).await?;
+    scored(ctx, cfg, "silver_usage_events").await
+}
+
+/// Relation names [`for_series`] registers while it runs.
+const TOUCHED: &str = "__usage_daily_touched";
+const SERIES: &str = "__usage_daily_series";
+const SCORED: &str = "__usage_daily_scored";
+
+/// The daily rows a micro-batch changes, recomputed from `silver_usage_events` (which already
+/// holds the batch): `touched` holds the batch's `(org_id, usage_date, service)` keys. For each
+/// touched (org, service) series, the days from its first touched day to `window_days` after its
+/// last are affected (their features, or the trailing baseline their scores use, include a touched
+/// day); they are scored over a range that starts `window_days` earlier, so every baseline is
+/// complete. The rows equal those of a full [`build`] (tested).
+pub async fn for_series(
+    ctx: &SessionContext,
+    cfg: &AnomalyConfig,
+    touched: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let Some(schema) = touched.first().map(|b| b.schema()) else {
+        return Ok((Arc::new(Schema::empty()), vec![]));
+    };
+    crate::lake::register_batches(ctx, TOUCHED, schema, touched)?;
+    let series = ctx
+        .sql(&format!(
+            "SELECT org_id, service, min(usage_date) AS first_day, max(usage_date) AS last_day
+             FROM {TOUCHED} WHERE usage_date IS NOT NULL GROUP BY org_id, service"
+        ))
+        .await?
+        .collect()
+        .await?;
+    let mut span: Option<(i32, i32)> = None;
+    for b in &series {
+        let first = b.column(2).as_primitive::<Date32Type>();
+        let last = b.column(3).as_primitive::<Date32Type>();
+        for i in 0..b.num_rows() {
+            let (lo, hi) = (first.value(i), last.value(i));
+            span = Some(span.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
+        }
+    }
+    let Some((lo, hi)) = span else {
+        let _ = ctx.deregister_table(TOUCHED)?;
+        return Ok((Arc::new(Schema::empty()), vec![]));
+    };
+    let series_schema = series[0].schema();
+    crate::lake::register_batches(ctx, SERIES, series_schema, series)?;
+    let w = cfg.window_days;
+    let day = |d: i32| crate::serving::from_days(d).to_string();
+    let relation = format!(
+        "(SELECT e.org_id, e.usage_date, e.service, e.cost_usd, e.metric, e.value, e.genai_tokens, e.carbon_kg
+          FROM silver_usage_events e
+          JOIN {SERIES} s ON e.org_id = s.org_id AND (e.service IS NOT DISTINCT FROM s.service)
+           AND e.usage_date >= s.first_day - INTERVAL '{w} days' AND e.usage_date <= s.last_day + INTERVAL '{w} days'
+          WHERE e.usage_date >= DATE '{lo}' - INTERVAL '{w} days' AND e.usage_date <= DATE '{hi}' + INTERVAL '{w} days')",
+        lo = day(lo),
+        hi = day(hi),
+    );
+    let (schema, rows) = scored(ctx, cfg, &relation).await?;
+    crate::lake::register_batches(ctx, SCORED, schema, rows)?;
+    let (schema, affected) = crate::lake::collect(
+        ctx.sql(&format!(
+            "SELECT d.* FROM {SCORED} d JOIN {SERIES} s
+               ON d.org_id = s.org_id AND (d.service IS NOT DISTINCT FROM s.service)
+             WHERE d.usage_date >= s.first_day AND d.usage_date <= s.last_day + INTERVAL '{w} days'"
+        ))
+        .await?,
+    )
+    .await?;
+    for t in [TOUCHED, SERIES, SCORED] {
+        let _ = ctx.deregister_table(t)?;
+    }
+    Ok((schema, affected.into_iter().filter(|b| b.num_rows() > 0).collect()))
+}
+
+/// Features over `relation`, then scores per (org, service) series.
+async fn scored(
+    ctx: &SessionContext,
+    cfg: &AnomalyConfig,
+    relation: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let df = ctx.sql(&features_sql(relation)).await?;
     let features_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     let features = concat_batches(&features_schema, &batches)?;

@@ -136,8 +136,9 @@ async fn new_event_files_merge_only_touched_keys_and_equal_a_full_rebuild() {
         std::fs::rename(ev.join(&name), held.path().join(&name)).unwrap();
     }
     let lake = tempfile::tempdir().unwrap();
+    // The first run builds every mart from scratch; the events then arrive as micro-batches.
     let first = run(landing.path(), lake.path()).await.unwrap();
-    assert!(first.gold.iter().all(|m| m.refresh == "full"));
+    assert!(first.gold.iter().all(|m| m.refresh.starts_with("full")), "{:?}", first.gold);
 
     for i in 100..120 {
         let name = format!("events_part_{i:04}.jsonl");
@@ -180,7 +181,7 @@ async fn changed_settings_force_a_full_gold_build() {
     let mut silver = cloudlake::silver::SilverSettings::default();
     silver.anomaly.zscore_threshold = 2.0;
     let r = crate::run_with(landing.path(), lake.path(), silver.clone()).await.unwrap();
-    assert!(r.gold.iter().all(|m| m.refresh == "full"), "{:?}", r.gold);
+    assert!(r.gold.iter().all(|m| m.refresh.starts_with("full")), "{:?}", r.gold);
     let full = tempfile::tempdir().unwrap();
     crate::run_with(&real_landing(), full.path(), silver).await.unwrap();
     assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full.path()).await);

@@ -60,6 +60,7 @@ pub async fn run_with(
         full_refresh: false,
         cassandra: None,
         api: Default::default(),
+        stream: Default::default(),
     };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }

@@ -1,0 +1,364 @@
+//! One micro-batch through the layers: bronze (dedup, the commit point), then silver,
+//! quarantine, daily features and gold, each commit recording the batch's Delta transaction.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::bronze::{self, BronzeMetrics, usage_events};
+use crate::gold::{self, GoldMetrics};
+use crate::lake::{Lake, Layer, Txn, first_per_key, register_batches};
+use crate::landing::{IngestMeta, Reject};
+use crate::silver::{self, SilverMetrics, SilverSettings, usage_daily};
+use crate::{Result, quarantine};
+
+use super::state::{EVENT_ID, EVENT_TS, EventState};
+
+/// What one or more micro-batches did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct BatchMetrics {
+    /// Bronze figures (read = written + quarantined + duplicates).
+    pub bronze: BronzeMetrics,
+    /// Silver figures for `usage_events` (bronze_rows = the batch's new bronze rows).
+    pub silver: SilverMetrics,
+    /// Events older than the watermark when they arrived (landed and aggregated all the same).
+    pub late_events: u64,
+    /// (org, date, service) gold keys that late events corrected.
+    pub corrected_keys: u64,
+    /// Largest lateness seen: how far behind the latest event time an event arrived, seconds.
+    pub max_lateness_s: i64,
+    /// Daily feature rows recomputed and merged.
+    pub daily_rows: u64,
+    /// Per-mart gold figures.
+    pub gold: Vec<GoldMetrics>,
+}
+
+impl BatchMetrics {
+    /// Adds another batch's figures.
+    pub fn absorb(&mut self, other: &BatchMetrics) {
+        self.bronze.absorb(&other.bronze);
+        self.silver.absorb(&other.silver);
+        self.late_events += other.late_events;
+        self.corrected_keys += other.corrected_keys;
+        self.max_lateness_s = self.max_lateness_s.max(other.max_lateness_s);
+        self.daily_rows += other.daily_rows;
+        for g in &other.gold {
+            match self.gold.iter_mut().find(|m| m.mart == g.mart) {
+                Some(m) => m.absorb(g),
+                None => self.gold.push(g.clone()),
+            }
+        }
+    }
+}
+
+/// Name under which the bronze Delta table is registered for dedup lookups (`bronze_usage_events`
+/// holds the micro-batch's rows while silver conforms them).
+const BRONZE_TABLE: &str = "__stream_bronze_usage_events";
+const CANDIDATES: &str = "__stream_dedup_candidates";
+
+/// The session and settings every batch uses.
+pub(crate) struct Env<'a> {
+    pub lake: &'a Lake,
+    pub ctx: &'a SessionContext,
+    pub silver: &'a SilverSettings,
+}
+
+/// Dedup of landed rows by event_id: first within the batch, then against the state (recent
+/// ids) and bronze (late ones). Returns the new rows and how many were duplicates.
+pub(crate) async fn dedup(
+    env: &Env<'_>,
+    state: &EventState,
+    rows: Vec<RecordBatch>,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let before: usize = rows.iter().map(|b| b.num_rows()).sum();
+    let rows = first_per_key(rows, &[EVENT_ID])?;
+    // Per row: keep (Some(true)), drop (Some(false)), or ask bronze (None).
+    let mut verdicts: Vec<Vec<Option<bool>>> = Vec::with_capacity(rows.len());
+    let mut ask: Vec<(String, Option<i32>)> = Vec::new();
+    for b in &rows {
+        let ids = cast(b.column_by_name(EVENT_ID).ok_or_else(no_col)?, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let ts = b.column_by_name(EVENT_TS).ok_or_else(no_col)?.as_primitive::<TimestampMicrosecondType>();
+        let dates = b
+            .column_by_name("event_date")
+            .ok_or_else(no_col)?
+            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        let mut v = Vec::with_capacity(b.num_rows());
+        for i in 0..b.num_rows() {
+            let t = ts.is_valid(i).then(|| ts.value(i));
+            match state.check(ids.value(i), t) {
+                Some(seen) => v.push(Some(!seen)),
+                None => {
+                    v.push(None);
+                    ask.push((ids.value(i).to_string(), dates.is_valid(i).then(|| dates.value(i))));
+                }
+            }
+        }
+        verdicts.push(v);
+    }
+    let existing = existing_ids(env, ask).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (b, v) in rows.into_iter().zip(verdicts) {
+        let ids = cast(b.column_by_name(EVENT_ID).ok_or_else(no_col)?, &DataType::Utf8)?;
+        let ids = ids.as_string::<i32>();
+        let keep: BooleanArray = v
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Some(k.unwrap_or_else(|| !existing.contains(ids.value(i)))))
+            .collect();
+        let kept = if keep.true_count() == b.num_rows() { b } else { filter_record_batch(&b, &keep)? };
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+    }
+    let after: usize = out.iter().map(|b| b.num_rows()).sum();
+    Ok((out, (before - after) as u64))
+}
+
+fn no_col() -> crate::Error {
+    crate::Error::Internal("landed usage events lack event_id, timestamp or event_date".into())
+}
+
+/// The ids among `ask` that bronze already holds, reading only their date partitions.
+async fn existing_ids(env: &Env<'_>, ask: Vec<(String, Option<i32>)>) -> Result<HashSet<String>> {
+    if ask.is_empty()
+        || !env.lake.register_as(env.ctx, Layer::Bronze, usage_events::SOURCE.name, BRONZE_TABLE).await?
+    {
+        return Ok(HashSet::new());
+    }
+    let mut dates: Vec<i32> = ask.iter().filter_map(|a| a.1).collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let null_dates = ask.iter().any(|a| a.1.is_none());
+    let mut filters: Vec<String> = Vec::new();
+    if !dates.is_empty() {
+        let list: Vec<String> =
+            dates.iter().map(|d| format!("DATE '{}'", crate::serving::from_days(*d))).collect();
+        filters.push(format!("b.event_date IN ({})", list.join(", ")));
+    }
+    if null_dates {
+        filters.push("b.event_date IS NULL".into());
+    }
+    let ids = datafusion::arrow::array::StringArray::from_iter_values(ask.iter().map(|a| a.0.as_str()));
+    let schema =
+        Arc::new(datafusion::arrow::datatypes::Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            EVENT_ID,
+            DataType::Utf8,
+            false,
+        )]));
+    register_batches(
+        env.ctx,
+        CANDIDATES,
+        schema.clone(),
+        vec![RecordBatch::try_new(schema, vec![Arc::new(ids)])?],
+    )?;
+    let sql = format!(
+        "SELECT DISTINCT b.{EVENT_ID} FROM {BRONZE_TABLE} b JOIN {CANDIDATES} c ON b.{EVENT_ID} = c.{EVENT_ID} WHERE {}",
+        filters.join(" OR ")
+    );
+    let found = env.ctx.sql(&sql).await?.collect().await;
+    let _ = env.ctx.deregister_table(CANDIDATES)?;
+    let mut out = HashSet::new();
+    for b in found? {
+        let ids = cast(b.column(0), &DataType::Utf8)?;
+        out.extend(ids.as_string::<i32>().iter().flatten().map(str::to_string));
+    }
+    Ok(out)
+}
+
+/// Late events among new rows: (count, largest lateness in seconds behind `max_before`).
+pub(crate) fn lateness(rows: &[RecordBatch], watermark: Option<i64>, max_before: Option<i64>) -> (u64, i64) {
+    let (Some(wm), Some(max)) = (watermark, max_before) else { return (0, 0) };
+    let mut late = 0;
+    let mut worst = 0i64;
+    for b in rows {
+        let Some(ts) = b.column_by_name(EVENT_TS) else { continue };
+        let ts = ts.as_primitive::<TimestampMicrosecondType>();
+        for t in ts.iter().flatten() {
+            if t < wm {
+                late += 1;
+                worst = worst.max((max - t) / 1_000_000);
+            }
+        }
+    }
+    (late, worst)
+}
+
+/// Appends the batch's new rows to bronze in a commit recording `txn`, even when there are none:
+/// this commit is the batch's commit point.
+pub(crate) async fn commit_bronze(lake: &Lake, rows: Vec<RecordBatch>, txn: &Txn) -> Result<()> {
+    let source = &usage_events::SOURCE;
+    lake.append_txn(
+        Layer::Bronze,
+        source.name,
+        rows,
+        bronze::bronze_schema(source),
+        &bronze::partition_columns(source),
+        txn,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Everything after bronze for one batch: silver rows and silver rejects (with the bronze
+/// rejects) to quarantine, the daily features of the touched series, and gold. With `replay`, a
+/// table that already recorded `txn` is skipped (the batch is being finished after a crash).
+pub(crate) async fn downstream(
+    env: &Env<'_>,
+    txn: &Txn,
+    new_rows: Vec<RecordBatch>,
+    rejects: &[Reject],
+    meta: &IngestMeta,
+    watermark: Option<i64>,
+    replay: bool,
+) -> Result<BatchMetrics> {
+    let started = Instant::now();
+    let (lake, ctx) = (env.lake, env.ctx);
+    let applied = |layer: Layer, name: &'static str| async move {
+        Ok::<bool, crate::Error>(
+            replay && lake.txn_version(layer, name, &txn.app_id).await?.is_some_and(|v| v >= txn.version),
+        )
+    };
+    let mut m = BatchMetrics::default();
+
+    // Silver: the batch's bronze rows, conformed and checked against the current masters.
+    let table = &silver::usage_events::TABLE;
+    let bronze_rows: u64 = new_rows.iter().map(|b| b.num_rows() as u64).sum();
+    register_batches(ctx, "bronze_usage_events", bronze::bronze_schema(&usage_events::SOURCE), new_rows)?;
+    let conformed = silver::conform_rows(ctx, table, env.silver, meta).await?;
+    let _ = ctx.deregister_table("bronze_usage_events")?;
+    if conformed.rows > 0 && !applied(Layer::Silver, "usage_events").await? {
+        lake.append_txn(
+            Layer::Silver,
+            table.name,
+            conformed.clean.clone(),
+            conformed.schema.clone(),
+            table.partitions,
+            txn,
+        )
+        .await?;
+    }
+    let mut q = conformed.quarantine.clone();
+    if !rejects.is_empty() {
+        q.insert(0, quarantine::rejects_batch(rejects, meta)?);
+    }
+    let mut new_rejects = 0;
+    if !q.is_empty() && !applied(Layer::Quarantine, "usage_events").await? {
+        // Bronze rejects new to quarantine are counted for bronze (the others are replays).
+        if !rejects.is_empty() {
+            new_rejects = count_new_rejects(env, q[0].clone()).await?;
+        }
+        quarantine::write_txn(ctx, lake, usage_events::SOURCE.name, q, Some(txn)).await?;
+    }
+    m.bronze.quarantined = new_rejects;
+    m.silver = SilverMetrics {
+        table: table.name.to_string(),
+        bronze_rows,
+        rows: conformed.rows,
+        quarantined: conformed.quarantined,
+        superseded: 0,
+        imputed: conformed.imputed.clone(),
+        rules: conformed.outcomes.clone(),
+        millis: 0,
+    };
+    m.corrected_keys = corrected_keys(&conformed.clean, watermark)?;
+
+    // Daily features of the touched series, then gold.
+    let touched = conformed
+        .clean
+        .iter()
+        .map(|b| {
+            let s = b.schema();
+            b.project(&[s.index_of("org_id")?, s.index_of("usage_date")?, s.index_of("service")?])
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    lake.register(ctx, Layer::Silver, "usage_events").await?;
+    let (schema, affected) = usage_daily::for_series(ctx, &env.silver.anomaly, touched).await?;
+    m.daily_rows = affected.iter().map(|b| b.num_rows() as u64).sum();
+    if m.daily_rows > 0 && !applied(Layer::Silver, "usage_daily").await? {
+        if lake.open(Layer::Silver, "usage_daily").await?.is_some() {
+            lake.merge_txn(
+                ctx,
+                Layer::Silver,
+                "usage_daily",
+                affected.clone(),
+                &["org_id", "usage_date", "service"],
+                Some(txn),
+            )
+            .await?;
+        } else {
+            lake.append_txn(Layer::Silver, "usage_daily", affected.clone(), schema.clone(), &[], txn).await?;
+        }
+    }
+    lake.register(ctx, Layer::Silver, "usage_daily").await?;
+    if m.daily_rows > 0 {
+        m.gold = gold::merge_events(ctx, lake, (schema, affected), txn).await?;
+    }
+    m.silver.millis = started.elapsed().as_millis() as u64;
+    Ok(m)
+}
+
+/// How many distinct (rule, record hash) of a batch's bronze rejects quarantine does not hold
+/// yet (a replayed malformed line is a duplicate, not a new quarantine row).
+async fn count_new_rejects(env: &Env<'_>, bronze_q: RecordBatch) -> Result<u64> {
+    const REJECTS: &str = "__stream_bronze_rejects";
+    const QUARANTINE: &str = "__stream_quarantine_usage_events";
+    register_batches(env.ctx, REJECTS, bronze_q.schema(), vec![bronze_q])?;
+    let exists =
+        env.lake.register_as(env.ctx, Layer::Quarantine, usage_events::SOURCE.name, QUARANTINE).await?;
+    let sql = if exists {
+        format!(
+            "SELECT count(*) FROM (SELECT DISTINCT rule_id, record_hash FROM {REJECTS}) c
+             WHERE NOT EXISTS (SELECT 1 FROM {QUARANTINE} q WHERE q.rule_id = c.rule_id AND q.record_hash = c.record_hash)"
+        )
+    } else {
+        format!("SELECT count(*) FROM (SELECT DISTINCT rule_id, record_hash FROM {REJECTS})")
+    };
+    let result = env.ctx.sql(&sql).await?.collect().await;
+    let _ = env.ctx.deregister_table(REJECTS)?;
+    let _ = env.ctx.deregister_table(QUARANTINE)?;
+    Ok(result?
+        .first()
+        .map_or(0, |b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0) as u64))
+}
+
+/// Distinct (org, date, service) keys of clean rows older than the watermark.
+fn corrected_keys(clean: &[RecordBatch], watermark: Option<i64>) -> Result<u64> {
+    let Some(wm) = watermark else { return Ok(0) };
+    let mut keys = HashSet::new();
+    for b in clean {
+        let s = b.schema();
+        let (Ok(o), Ok(d), Ok(sv), Ok(t)) =
+            (s.index_of("org_id"), s.index_of("usage_date"), s.index_of("service"), s.index_of("event_ts"))
+        else {
+            continue;
+        };
+        let org = cast(b.column(o), &DataType::Utf8)?;
+        let svc = cast(b.column(sv), &DataType::Utf8)?;
+        let (org, svc) = (org.as_string::<i32>(), svc.as_string::<i32>());
+        let date = b.column(d).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        let ts = b.column(t).as_primitive::<TimestampMicrosecondType>();
+        for i in 0..b.num_rows() {
+            if ts.is_valid(i) && ts.value(i) < wm {
+                keys.insert((
+                    org.is_valid(i).then(|| org.value(i).to_string()),
+                    date.is_valid(i).then(|| date.value(i)),
+                    svc.is_valid(i).then(|| svc.value(i).to_string()),
+                ));
+            }
+        }
+    }
+    Ok(keys.len() as u64)
+}
+
+/// A watermark as RFC 3339 text (for reports and logs).
+pub fn watermark_text(wm: Option<i64>) -> Option<String> {
+    wm.and_then(chrono::DateTime::from_timestamp_micros)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}

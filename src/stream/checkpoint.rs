@@ -1,0 +1,227 @@
+//! A stream's checkpoint folder, `<lake>/_checkpoints/<stream>/` (SPEC section 3).
+//!
+//! ```text
+//! offsets/<N>.json   batch N's plan: its input (files, or Kafka ranges), ingest id, watermark
+//!                    state; written (atomically) before bronze commits batch N
+//! commits/<N>        written once every table downstream of bronze applied batch N
+//! ```
+//!
+//! The commit point of batch N is bronze's Delta commit, which records the Delta application
+//! transaction `(app_id, N)`: the plan of the last batch bronze recorded is the stream's position
+//! and state. A plan above it never committed and is discarded (its input is planned again). A
+//! batch without its `commits/` marker is finished on restart, each table skipping it if its own
+//! transaction record shows it applied. Offsets and state thereby commit with the Delta commit.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lake::Lake;
+use crate::{Error, Result};
+
+/// The input of one micro-batch: exactly what it reads, so a replay reads the same records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Input {
+    /// Landing files, relative to the landing folder, in reading order.
+    Files(Vec<String>),
+    /// Kafka offsets: per partition, `[start, end)`.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// `(partition, start, end)`.
+        ranges: Vec<(i32, i64, i64)>,
+    },
+}
+
+impl Input {
+    /// True when the batch would read nothing.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Input::Files(f) => f.is_empty(),
+            Input::Kafka { ranges, .. } => ranges.iter().all(|(_, s, e)| e <= s),
+        }
+    }
+}
+
+/// Batch N's plan and the state after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Planned {
+    /// Batch number (1, 2, ...): the Delta application transaction version.
+    pub batch: i64,
+    /// The ingest id stamped on the batch's rows (`run_id` in bronze, `ingest_run_id` in silver).
+    pub run_id: String,
+    /// Ingest instant of the batch's rows, microseconds since the epoch.
+    pub ingest_ts_micros: i64,
+    /// What the batch reads.
+    pub input: Input,
+    /// Watermark the batch was processed with (event time, microseconds), if any.
+    pub watermark_micros: Option<i64>,
+    /// Largest plausible event time seen up to and including this batch.
+    pub max_event_micros: Option<i64>,
+}
+
+/// A stream's checkpoint folder.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+}
+
+impl Checkpoint {
+    /// The checkpoint of stream `name` in `lake` (folders are created).
+    pub fn open(lake: &Lake, name: &str) -> Result<Self> {
+        let dir = lake.root().join("_checkpoints").join(name);
+        for sub in ["offsets", "commits"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+        }
+        Ok(Checkpoint { dir })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn offsets(&self, batch: i64) -> PathBuf {
+        self.dir.join("offsets").join(format!("{batch:010}.json"))
+    }
+
+    fn commit_marker(&self, batch: i64) -> PathBuf {
+        self.dir.join("commits").join(format!("{batch:010}"))
+    }
+
+    /// Writes batch N's plan atomically (temporary file, fsync, rename).
+    pub fn write_planned(&self, planned: &Planned) -> Result<()> {
+        write_atomically(&self.offsets(planned.batch), &serde_json::to_vec_pretty(planned)?)
+    }
+
+    /// Reads batch N's plan.
+    pub fn planned(&self, batch: i64) -> Result<Planned> {
+        let path = self.offsets(batch);
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Internal(format!("checkpoint {} is not a batch plan: {e}", path.display())))
+    }
+
+    /// Every committed plan, batches 1..=`last`, in order (a files stream's processed files are
+    /// the union of theirs).
+    pub fn planned_upto(&self, last: i64) -> Result<Vec<Planned>> {
+        (1..=last).map(|n| self.planned(n)).collect()
+    }
+
+    /// Removes plans and markers above `last` (batches that never committed).
+    pub fn discard_after(&self, last: i64) -> Result<()> {
+        for sub in ["offsets", "commits"] {
+            let dir = self.dir.join(sub);
+            for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
+                let path = entry.map_err(|e| Error::io(&dir, e))?.path();
+                let n = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<i64>().ok());
+                if n.is_some_and(|n| n > last) {
+                    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// True when every table downstream of bronze applied batch N.
+    pub fn committed(&self, batch: i64) -> bool {
+        self.commit_marker(batch).is_file()
+    }
+
+    /// Records that every table downstream of bronze applied batch N.
+    pub fn mark_committed(&self, batch: i64) -> Result<()> {
+        write_atomically(&self.commit_marker(batch), b"")
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The lake's events lock: one process at a time writes the event tables (a stream, or a run).
+/// Held until dropped; the OS releases it if the process dies.
+#[derive(Debug)]
+pub struct EventsLock {
+    _file: File,
+}
+
+/// Takes the events lock of `lake`, or fails at once naming the holder.
+pub fn lock(lake: &Lake) -> Result<EventsLock> {
+    let dir = lake.root().join("_checkpoints");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let path = dir.join("usage_events.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            use std::io::{Seek, Write};
+            let mut f = &file;
+            let _ = f.set_len(0);
+            let _ = f.seek(std::io::SeekFrom::Start(0));
+            let _ = write!(f, "{}", std::process::id());
+            Ok(EventsLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            Err(Error::Busy(format!(
+                "another cloudlake process (pid {}) is writing this lake's usage events (a `stream` or a `run`); \
+                 stop it or wait for it to finish",
+                holder.trim()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_round_trip_and_uncommitted_ones_are_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let cp = Checkpoint::open(&lake, "s").unwrap();
+        for n in 1..=3 {
+            let p = Planned {
+                batch: n,
+                run_id: format!("r{n}"),
+                ingest_ts_micros: n,
+                input: Input::Kafka { topic: "t".into(), ranges: vec![(0, n * 10, n * 10 + 10)] },
+                watermark_micros: None,
+                max_event_micros: Some(n),
+            };
+            cp.write_planned(&p).unwrap();
+            assert_eq!(cp.planned(n).unwrap(), p);
+        }
+        cp.mark_committed(1).unwrap();
+        cp.mark_committed(3).unwrap();
+        cp.discard_after(2).unwrap();
+        assert!(cp.planned(3).is_err() && !cp.committed(3));
+        assert!(cp.committed(1) && !cp.committed(2));
+        assert_eq!(cp.planned_upto(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_events_lock_is_exclusive_until_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let held = lock(&lake).unwrap();
+        let err = lock(&lake).unwrap_err().to_string();
+        assert!(err.contains("another cloudlake process"), "{err}");
+        drop(held);
+        lock(&lake).unwrap();
+    }
+}

@@ -1,0 +1,514 @@
+//! Streaming: usage events in exactly-once micro-batches, from the landing event folder or a
+//! Kafka topic (SPEC section 8). `cloudlake run` sends events through this same path (`--once`
+//! over the files), so backfill and live share one code path.
+//!
+//! A micro-batch, numbered N:
+//!
+//! 1. **plan** its input: the next ready files ([`files`]), or exact offset ranges ([`kafka`]);
+//! 2. **read** it with the explicit bronze schema; malformed records become rejects;
+//! 3. **dedup** by event_id ([`state`]): within the batch, against recent ids in memory, against
+//!    bronze's date partitions for late events;
+//! 4. write its plan and state to the checkpoint ([`checkpoint`]), then **commit bronze** with the
+//!    Delta application transaction `(app_id, N)` — the commit point: offsets and state are
+//!    committed with it;
+//! 5. **downstream**, each commit recording `(app_id, N)`: silver rows, rejects to quarantine,
+//!    the daily features of the touched (org, service) series MERGEd into `silver_usage_daily`,
+//!    and the event marts MERGEd on their grain ([`crate::gold::merge_events`]).
+//!
+//! After a crash at any instant, the restart reads bronze's transaction version B: plans above B
+//! are discarded (nothing of them committed), and batch B, if not marked done, is finished — its
+//! rows are read back from bronze by ingest id, its input re-read for rejects, and each table
+//! that already recorded B is skipped. The tables then equal those of an uninterrupted run.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod files;
+pub mod kafka;
+pub mod state;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::lake::{self, Lake, Layer, Txn};
+use crate::landing::{IngestMeta, Landed};
+use crate::{Error, Result};
+use batch::{BatchMetrics, Env};
+use checkpoint::{Checkpoint, Input, Planned};
+use state::EventState;
+
+/// The `[stream]` table of the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamConfig {
+    /// Time between micro-batch starts when following (`500ms`, `2s`, ...).
+    pub trigger: String,
+    /// How far behind the latest event time an event may arrive and still be on time (`1d`,
+    /// `6h`, ...). Late events are never dropped; this bounds the in-memory dedup state.
+    pub allowed_lateness: String,
+    /// Most Kafka messages per micro-batch.
+    pub max_batch_events: u64,
+    /// A landing file untouched this long is complete, whatever its last byte.
+    pub file_settle: String,
+    /// How long Kafka may give no answer before the stream fails.
+    pub kafka_timeout: String,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            trigger: "500ms".into(),
+            allowed_lateness: "1d".into(),
+            max_batch_events: 500_000,
+            file_settle: "2s".into(),
+            kafka_timeout: "120s".into(),
+        }
+    }
+}
+
+/// Resolved stream settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSettings {
+    /// Time between micro-batch starts.
+    pub trigger: Duration,
+    /// Allowed lateness.
+    pub allowed_lateness: Duration,
+    /// Most Kafka messages per batch.
+    pub max_batch_events: u64,
+    /// Settle time of a landing file.
+    pub file_settle: Duration,
+    /// Kafka timeout.
+    pub kafka_timeout: Duration,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        StreamConfig::default().resolve().unwrap_or_else(|_| unreachable!("the defaults parse"))
+    }
+}
+
+impl StreamConfig {
+    /// Parses the durations; the error names the bad key.
+    pub fn resolve(&self) -> std::result::Result<StreamSettings, String> {
+        let d = |key: &str, v: &str| parse_duration(v).map_err(|e| format!("[stream] {key}: {e}"));
+        if self.max_batch_events == 0 {
+            return Err("[stream] max_batch_events must be at least 1".into());
+        }
+        Ok(StreamSettings {
+            trigger: d("trigger", &self.trigger)?,
+            allowed_lateness: d("allowed_lateness", &self.allowed_lateness)?,
+            max_batch_events: self.max_batch_events,
+            file_settle: d("file_settle", &self.file_settle)?,
+            kafka_timeout: d("kafka_timeout", &self.kafka_timeout)?,
+        })
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `6h`, `1d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 6h or 1d"))?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} has an unknown unit (ms, s, m, h or d)")),
+    };
+    n.checked_mul(ms)
+        .filter(|ms| *ms <= 100 * 365 * 86_400_000)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+/// Where the events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSource {
+    /// `<landing>/usage_events_stream/`.
+    Files,
+    /// A Kafka topic.
+    Kafka {
+        /// Bootstrap brokers, `host:port[,host:port]`.
+        brokers: String,
+        /// Topic.
+        topic: String,
+    },
+}
+
+impl StreamSource {
+    /// The stream's name: its checkpoint folder and Delta application id.
+    pub fn name(&self) -> String {
+        match self {
+            StreamSource::Files => "usage_events_files".into(),
+            StreamSource::Kafka { topic, .. } => format!("usage_events_kafka_{topic}"),
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// Process what is available now, then return.
+    pub once: bool,
+    /// Set to stop after the current batch (signal handlers set it).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a stream did (one `stream` process, or the events part of a `run`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamReport {
+    /// Stream name.
+    pub stream: String,
+    /// Micro-batches committed by this process.
+    pub batches: u64,
+    /// Batches finished after a crash (committed in bronze by an earlier process).
+    pub recovered: u64,
+    /// The last committed batch number.
+    pub last_batch: i64,
+    /// The watermark after the last batch, RFC 3339.
+    pub watermark: Option<String>,
+    /// Allowed lateness, seconds.
+    pub allowed_lateness_s: u64,
+    /// Figures summed over the batches.
+    pub totals: BatchMetrics,
+    /// Wall time, milliseconds.
+    pub millis: u64,
+    /// Events read per second of wall time.
+    pub events_per_s: f64,
+}
+
+/// One committed batch, as reported to the caller while the stream runs.
+#[derive(Debug, Clone)]
+pub struct BatchDone {
+    /// Batch number.
+    pub batch: i64,
+    /// Its figures.
+    pub metrics: BatchMetrics,
+    /// Wall time of the batch, milliseconds.
+    pub millis: u64,
+    /// Watermark after it.
+    pub watermark: Option<String>,
+}
+
+enum Reader {
+    Files(files::FileSource),
+    Kafka(kafka::KafkaSource, BTreeMap<i32, i64>),
+}
+
+impl Reader {
+    async fn read(&self, input: &Input, meta: &IngestMeta) -> Result<Landed> {
+        match (self, input) {
+            (Reader::Files(f), Input::Files(names)) => f.read(names, meta),
+            (Reader::Kafka(k, _), Input::Kafka { ranges, .. }) => k.read(ranges, meta).await,
+            _ => Err(Error::Internal("a checkpoint's input does not match the stream's source".into())),
+        }
+    }
+
+    fn advance(&mut self, input: &Input) {
+        match (self, input) {
+            (Reader::Files(f), Input::Files(names)) => f.done(names),
+            (Reader::Kafka(_, position), Input::Kafka { ranges, .. }) => {
+                for (p, _, end) in ranges {
+                    let e = position.entry(*p).or_insert(*end);
+                    *e = (*e).max(*end);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs a stream over the lake of `settings`, holding the lake's events lock.
+pub async fn run(
+    settings: &Settings,
+    source: &StreamSource,
+    options: &StreamOptions,
+    on_batch: &(dyn Fn(&BatchDone) + Sync),
+) -> Result<StreamReport> {
+    let lake = Lake::new(&settings.lake)?;
+    let _lock = checkpoint::lock(&lake)?;
+    run_locked(settings, &lake, source, options, on_batch).await
+}
+
+/// [`run`] for a caller that already holds the events lock (`cloudlake run`).
+pub async fn run_locked(
+    settings: &Settings,
+    lake: &Lake,
+    source: &StreamSource,
+    options: &StreamOptions,
+    on_batch: &(dyn Fn(&BatchDone) + Sync),
+) -> Result<StreamReport> {
+    let started = Instant::now();
+    let cfg = &settings.stream;
+    let name = source.name();
+    let app_id = format!("cloudlake.stream.{name}");
+    let cp = Checkpoint::open(lake, &name)?;
+    let ctx = lake::session();
+    register_masters(&ctx, lake).await?;
+    let env = Env { lake, ctx: &ctx, silver: &settings.silver };
+
+    // Where the committed batches left off.
+    let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
+    cp.discard_after(last)?;
+    let plans = cp.planned_upto(last)?;
+    let mut reader = match source {
+        StreamSource::Files => {
+            let done: HashSet<String> = plans
+                .iter()
+                .flat_map(|p| match &p.input {
+                    Input::Files(f) => f.clone(),
+                    Input::Kafka { .. } => vec![],
+                })
+                .collect();
+            Reader::Files(files::FileSource::new(&settings.landing, cfg.file_settle, done)?)
+        }
+        StreamSource::Kafka { brokers, topic } => {
+            let k = kafka::KafkaSource::new(brokers, topic, &format!("cloudlake-{name}"), cfg.kafka_timeout)?;
+            Reader::Kafka(k, BTreeMap::new())
+        }
+    };
+    for p in &plans {
+        reader.advance(&p.input);
+    }
+    let last_plan = plans.last().cloned();
+    let mut state = EventState::restore(
+        &ctx,
+        lake,
+        cfg.allowed_lateness,
+        last_plan.as_ref().and_then(|p| p.max_event_micros),
+    )
+    .await?;
+    let mut report = StreamReport {
+        stream: name.clone(),
+        last_batch: last,
+        allowed_lateness_s: cfg.allowed_lateness.as_secs(),
+        ..Default::default()
+    };
+
+    // Finish the last committed batch if a crash interrupted it after bronze.
+    if let Some(p) = last_plan.filter(|p| !cp.committed(p.batch)) {
+        tracing::warn!(batch = p.batch, "Finishing a micro-batch interrupted after its bronze commit.");
+        let txn = Txn::batch(&app_id, p.batch);
+        let meta = IngestMeta { run_id: p.run_id.clone(), ingest_ts_micros: p.ingest_ts_micros };
+        let landed = reader.read(&p.input, &meta).await?;
+        let rows = bronze_rows_of(&ctx, lake, &p.run_id).await?;
+        let m = batch::downstream(&env, &txn, rows, &landed.rejects, &meta, p.watermark_micros, true).await?;
+        cp.mark_committed(p.batch)?;
+        report.recovered += 1;
+        report.totals.absorb(&BatchMetrics { gold: m.gold, daily_rows: m.daily_rows, ..Default::default() });
+    }
+
+    // With --once, Kafka is read up to the offsets it holds now.
+    let upto = match (&reader, options.once) {
+        (Reader::Kafka(k, _), true) => {
+            Some(k.watermarks().await?.into_iter().map(|(p, (_, h))| (p, h)).collect())
+        }
+        _ => None,
+    };
+    let session = crate::pipeline::new_run_id(chrono::Utc::now());
+    let mut next = last + 1;
+    loop {
+        if options.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let tick = Instant::now();
+        let (input, pending) = match &mut reader {
+            Reader::Files(f) => f.plan(settings.batch_bytes)?,
+            Reader::Kafka(k, position) => (k.plan(position, cfg.max_batch_events, upto.as_ref()).await?, 0),
+        };
+        if input.is_empty() {
+            if options.once && pending == 0 {
+                break;
+            }
+            let wait = if options.once { Duration::from_millis(200) } else { cfg.trigger };
+            sleep_unless_stopped(wait.saturating_sub(tick.elapsed()), &options.stop).await;
+            continue;
+        }
+        let mut txn = Txn::batch(&app_id, next);
+        txn.metadata = vec![("cloudlake.input".to_string(), serde_json::to_value(&input)?)];
+        let now = chrono::Utc::now();
+        let meta =
+            IngestMeta { run_id: format!("{session}-b{next:08}"), ingest_ts_micros: now.timestamp_micros() };
+        let _span = tracing::info_span!("batch", stream = %name, batch = next).entered();
+        let landed = reader.read(&input, &meta).await?;
+        let read = landed.read;
+        let rows_in: u64 = landed.batches.iter().map(|b| b.num_rows() as u64).sum();
+        let rejects = landed.rejects.len() as u64;
+        let cast_failures = landed.cast_failures.clone();
+        let watermark = state.watermark();
+        let max_before = state.max_event_micros();
+        let (new_rows, duplicates) = batch::dedup(&env, &state, landed.batches).await?;
+        let (late, max_lateness) = batch::lateness(&new_rows, watermark, max_before);
+        let mut after = state.without_ids();
+        after.absorb(&new_rows, now.timestamp_micros())?;
+        cp.write_planned(&Planned {
+            batch: next,
+            run_id: meta.run_id.clone(),
+            ingest_ts_micros: meta.ingest_ts_micros,
+            input: input.clone(),
+            watermark_micros: watermark,
+            max_event_micros: after.max_event_micros(),
+        })?;
+        batch::commit_bronze(lake, new_rows.clone(), &txn).await?;
+        state.absorb(&new_rows, now.timestamp_micros())?;
+        reader.advance(&input);
+        let written = rows_in - duplicates;
+        let mut m = batch::downstream(&env, &txn, new_rows, &landed.rejects, &meta, watermark, false).await?;
+        cp.mark_committed(next)?;
+        m.bronze.source = "usage_events".into();
+        m.bronze.files = match &input {
+            Input::Files(f) => f.len(),
+            Input::Kafka { ranges, .. } => ranges.len(),
+        };
+        m.bronze.read = read;
+        m.bronze.written = written;
+        m.bronze.duplicates = duplicates + (rejects - m.bronze.quarantined);
+        m.bronze.batches = 1;
+        m.bronze.cast_failures = cast_failures;
+        m.bronze.millis = tick.elapsed().as_millis() as u64;
+        m.late_events = late;
+        m.max_lateness_s = max_lateness;
+        if !m.bronze.conserved() {
+            return Err(Error::Internal(format!(
+                "stream batch {next} lost track of records: read {} != written {} + quarantined {} + duplicates {}",
+                m.bronze.read, m.bronze.written, m.bronze.quarantined, m.bronze.duplicates
+            )));
+        }
+        let done = BatchDone {
+            batch: next,
+            metrics: m,
+            millis: tick.elapsed().as_millis() as u64,
+            watermark: batch::watermark_text(state.watermark()),
+        };
+        tracing::info!(
+            read = done.metrics.bronze.read,
+            written = done.metrics.bronze.written,
+            duplicates = done.metrics.bronze.duplicates,
+            quarantined = done.metrics.bronze.quarantined,
+            late = done.metrics.late_events,
+            corrected_keys = done.metrics.corrected_keys,
+            millis = done.millis,
+            "Micro-batch committed."
+        );
+        on_batch(&done);
+        report.totals.absorb(&done.metrics);
+        report.batches += 1;
+        report.last_batch = next;
+        next += 1;
+        if !options.once {
+            sleep_unless_stopped(cfg.trigger.saturating_sub(tick.elapsed()), &options.stop).await;
+        }
+    }
+    report.watermark = batch::watermark_text(state.watermark());
+    report.millis = started.elapsed().as_millis() as u64;
+    report.events_per_s = report.totals.bronze.read as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50))).await;
+    }
+}
+
+/// Every stream of the lake (a folder under `_checkpoints/`) with the last batch bronze
+/// committed for it, as `(app_id, batch)`: what a full rebuild of the event tables covers.
+pub async fn committed_batches(lake: &Lake) -> Result<Vec<(String, i64)>> {
+    let dir = lake.root().join("_checkpoints");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for name in names {
+        let app_id = format!("cloudlake.stream.{name}");
+        if let Some(v) = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await? {
+            out.push((app_id, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Registers the silver masters the event rows are conformed with and gold joins.
+async fn register_masters(ctx: &datafusion::prelude::SessionContext, lake: &Lake) -> Result<()> {
+    for t in ["customers_orgs", "resources", "support_tickets", "nps_surveys"] {
+        if !lake.register(ctx, Layer::Silver, t).await? {
+            return Err(Error::Usage(format!(
+                "the lake at {} has no silver_{t} yet; run `cloudlake run` once to load the masters before streaming events",
+                lake.root().display()
+            )));
+        }
+    }
+    let view = ctx.sql("SELECT DISTINCT org_id FROM silver_customers_orgs").await?.into_view();
+    let _ = ctx.deregister_table("silver_orgs_current")?;
+    ctx.register_table("silver_orgs_current", view)?;
+    Ok(())
+}
+
+/// A committed batch's rows, read back from bronze by their ingest id.
+async fn bronze_rows_of(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &Lake,
+    run_id: &str,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    const T: &str = "__stream_bronze_replay";
+    if !lake.register_as(ctx, Layer::Bronze, "usage_events", T).await? {
+        return Ok(vec![]);
+    }
+    let df = ctx
+        .sql(&format!("SELECT * FROM {T} WHERE run_id = $1 ORDER BY source_file, source_line"))
+        .await?
+        .with_param_values(vec![datafusion::scalar::ScalarValue::Utf8(Some(run_id.to_string()))])?;
+    let rows = df.collect().await;
+    let _ = ctx.deregister_table(T)?;
+    // Column order and types as bronze declares them.
+    let schema = crate::bronze::bronze_schema(&crate::bronze::usage_events::SOURCE);
+    rows?
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            let columns = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let c = b.column_by_name(f.name()).ok_or_else(|| {
+                        Error::Internal(format!("bronze usage_events has no column {}", f.name()))
+                    })?;
+                    Ok(datafusion::arrow::compute::cast(c, f.data_type())?)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(datafusion::arrow::array::RecordBatch::try_new(schema.clone(), columns)?)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_bad_ones_are_named() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("6h").unwrap(), Duration::from_secs(6 * 3600));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("99999999999999d").is_err());
+        let bad = StreamConfig { trigger: "fast".into(), ..Default::default() };
+        assert!(bad.resolve().unwrap_err().contains("[stream] trigger"));
+        assert_eq!(StreamSettings::default().allowed_lateness, Duration::from_secs(86_400));
+    }
+}

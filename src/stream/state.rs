@@ -1,0 +1,208 @@
+//! Event-time watermark and the dedup state of recent event ids (SPEC section 8).
+//!
+//! The watermark is the largest plausible event time seen so far minus the allowed lateness; a
+//! batch uses the watermark reached before it. An event older than the watermark is *late*: it
+//! is still landed in bronze and silver and corrects the gold keys it belongs to, and it is
+//! counted. Dedup by `event_id` is exact whatever the lateness:
+//!
+//! - the state holds the id of every bronze event whose time is at or after the watermark, so a
+//!   recent event is checked in memory;
+//! - a late event (or any event before the stream has a watermark) is checked against bronze,
+//!   reading only the date partitions of the events being checked.
+//!
+//! The state is not written anywhere: on start it is rebuilt from bronze (the rows at or after
+//! the watermark recorded with the last committed batch), so it is always the state that
+//! committed with bronze.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::prelude::SessionContext;
+
+use crate::Result;
+use crate::lake::{Lake, Layer};
+
+/// Event time column of bronze usage events.
+pub const EVENT_TS: &str = "timestamp";
+/// Event id column.
+pub const EVENT_ID: &str = "event_id";
+
+/// Watermark and recent ids.
+#[derive(Debug, Clone)]
+pub struct EventState {
+    lateness_micros: i64,
+    max_event_micros: Option<i64>,
+    recent: HashMap<String, i64>,
+}
+
+impl EventState {
+    /// A state with nothing seen.
+    pub fn new(lateness: std::time::Duration) -> Self {
+        EventState {
+            lateness_micros: i64::try_from(lateness.as_micros()).unwrap_or(i64::MAX),
+            max_event_micros: None,
+            recent: HashMap::new(),
+        }
+    }
+
+    /// The state after the committed batches: `max_event_micros` from the last plan, recent ids
+    /// read from bronze (`bronze_usage_events` registered in `ctx`).
+    pub async fn restore(
+        ctx: &SessionContext,
+        lake: &Lake,
+        lateness: std::time::Duration,
+        max_event_micros: Option<i64>,
+    ) -> Result<Self> {
+        let mut state = EventState::new(lateness);
+        state.max_event_micros = max_event_micros;
+        let Some(wm) = state.watermark() else { return Ok(state) };
+        if !lake.register(ctx, Layer::Bronze, "usage_events").await? {
+            return Ok(state);
+        }
+        let date = micros_date(wm);
+        let sql = format!(
+            "SELECT {EVENT_ID}, CAST({EVENT_TS} AS BIGINT) AS ts FROM bronze_usage_events
+             WHERE event_date >= DATE '{date}' AND {EVENT_TS} >= arrow_cast({wm}, 'Timestamp(µs, \"UTC\")')"
+        );
+        for b in ctx.sql(&sql).await?.collect().await? {
+            let ids =
+                datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
+            let ids = ids.as_string::<i32>();
+            let ts = b.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            for i in 0..b.num_rows() {
+                if ids.is_valid(i) && ts.is_valid(i) {
+                    state.recent.insert(ids.value(i).to_string(), ts.value(i));
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    /// The same watermark with no ids (to compute the watermark a batch leads to).
+    pub fn without_ids(&self) -> Self {
+        EventState {
+            lateness_micros: self.lateness_micros,
+            max_event_micros: self.max_event_micros,
+            recent: HashMap::new(),
+        }
+    }
+
+    /// The current watermark (event time, microseconds), once an event was seen.
+    pub fn watermark(&self) -> Option<i64> {
+        self.max_event_micros.map(|m| m.saturating_sub(self.lateness_micros))
+    }
+
+    /// The largest plausible event time seen.
+    pub fn max_event_micros(&self) -> Option<i64> {
+        self.max_event_micros
+    }
+
+    /// Ids held in memory.
+    pub fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// True when no id is held.
+    pub fn is_empty(&self) -> bool {
+        self.recent.is_empty()
+    }
+
+    /// Where an event must be checked: `Some(true)` seen (duplicate), `Some(false)` new, `None`
+    /// when only bronze can tell (late, no watermark yet, or no time).
+    pub fn check(&self, id: &str, ts: Option<i64>) -> Option<bool> {
+        let wm = self.watermark()?;
+        match ts {
+            Some(t) if t >= wm => Some(self.recent.contains_key(id)),
+            _ => None,
+        }
+    }
+
+    /// Takes in a committed batch's new rows: advances the watermark (ignoring times after
+    /// `now_micros` + 1 day, which silver rejects as implausible), remembers the ids at or after
+    /// it and forgets the older ones.
+    pub fn absorb(&mut self, rows: &[RecordBatch], now_micros: i64) -> Result<()> {
+        let horizon = now_micros.saturating_add(86_400_000_000);
+        let mut ids_ts: Vec<(String, i64)> = Vec::new();
+        for b in rows {
+            let (Some(ids), Some(ts)) = (b.column_by_name(EVENT_ID), b.column_by_name(EVENT_TS)) else {
+                continue;
+            };
+            let ids = datafusion::arrow::compute::cast(ids, &datafusion::arrow::datatypes::DataType::Utf8)?;
+            let ids = ids.as_string::<i32>();
+            let ts = ts.as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                if !ts.is_valid(i) || !ids.is_valid(i) {
+                    continue;
+                }
+                let t = ts.value(i);
+                if t <= horizon {
+                    self.max_event_micros = Some(self.max_event_micros.map_or(t, |m| m.max(t)));
+                }
+                ids_ts.push((ids.value(i).to_string(), t));
+            }
+        }
+        let Some(wm) = self.watermark() else { return Ok(()) };
+        self.recent.retain(|_, t| *t >= wm);
+        for (id, t) in ids_ts {
+            if t >= wm {
+                self.recent.insert(id, t);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The UTC date of an instant in microseconds, as `YYYY-MM-DD`.
+pub fn micros_date(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|d| d.date_naive().to_string())
+        .unwrap_or_else(|| "1970-01-01".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use std::sync::Arc;
+
+    fn rows(events: &[(&str, i64)]) -> RecordBatch {
+        let schema = Schema::new(vec![
+            Field::new(EVENT_ID, DataType::Utf8, true),
+            Field::new(EVENT_TS, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.0))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.1))
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn recent_ids_are_checked_in_memory_and_late_ones_go_to_bronze() {
+        let hour = 3_600_000_000i64;
+        let mut s = EventState::new(std::time::Duration::from_secs(3600));
+        assert_eq!(s.check("a", Some(0)), None, "no watermark yet: bronze decides");
+        s.absorb(&[rows(&[("a", 10 * hour), ("b", 8 * hour), ("c", 9 * hour + 1)])], 100 * hour).unwrap();
+        assert_eq!(s.watermark(), Some(9 * hour));
+        assert_eq!(s.check("a", Some(10 * hour)), Some(true));
+        assert_eq!(s.check("c", Some(9 * hour + 1)), Some(true));
+        assert_eq!(s.check("z", Some(9 * hour)), Some(false), "on time and unseen: new");
+        assert_eq!(s.check("b", Some(8 * hour)), None, "late: bronze decides");
+        assert_eq!(s.check("x", None), None);
+        assert_eq!(s.len(), 2, "b is below the watermark and not kept");
+        // A far-future time (silver rejects it) does not move the watermark.
+        s.absorb(&[rows(&[("f", 1000 * hour)])], 100 * hour).unwrap();
+        assert_eq!(s.watermark(), Some(9 * hour));
+        s.absorb(&[rows(&[("d", 20 * hour)])], 100 * hour).unwrap();
+        assert_eq!(s.watermark(), Some(19 * hour));
+        assert_eq!(s.len(), 2, "the watermark moved past a and c: d and the far-future f remain");
+    }
+}

@@ -14,10 +14,12 @@ pub fn init(verbose: bool) {
     // Dependencies (delta-rs logs every commit at INFO) stay at warnings unless asked.
     // The Cassandra driver logs each failed connection attempt at ERROR while cloudlake retries;
     // cloudlake's own warning names the node, the cause and the next attempt instead.
+    // Likewise librdkafka while a Kafka broker restarts (cloudlake warns and retries).
+    // delta-rs warns on every MERGE that a scan metric DataFusion 55 no longer reports is derived.
     let default = if std::io::stderr().is_terminal() && !verbose {
-        "warn,scylla=off"
+        "warn,scylla=off,rdkafka=off,deltalake_core::operations::merge=error"
     } else {
-        "warn,scylla=off,cloudlake=info"
+        "warn,scylla=off,rdkafka=off,deltalake_core::operations::merge=error,cloudlake=info"
     };
     let filter = EnvFilter::try_from_env("CLOUDLAKE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(default))

@@ -11,6 +11,7 @@ mod query;
 mod run;
 mod serve;
 mod sql;
+mod stream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,10 @@ impl GlobalArgs {
 enum Command {
     /// Run the whole pipeline once over all available landing data and print a summary
     Run(run::RunArgs),
+    /// Follow new usage event files (or a Kafka topic) in exactly-once micro-batches; --once processes what is there and exits
+    Stream(stream::StreamArgs),
+    /// Replay the landing event files into a Kafka topic, one message per event
+    Produce(stream::ProduceArgs),
     /// Run ad-hoc SQL over every lake table (bronze_*, silver_*, gold_*, quarantine_*)
     Sql(sql::SqlArgs),
     /// Publish the gold marts to Cassandra (idempotent upserts; rows gone from the lake are deleted)
@@ -100,6 +105,8 @@ pub fn main() -> ExitCode {
         match &cli.command {
             Command::Run(args) => run::run(&cli.global, args).await,
             Command::Sql(args) => sql::run(&cli.global, args).await,
+            Command::Stream(args) => stream::run(&cli.global, args).await,
+            Command::Produce(args) => stream::produce(&cli.global, args).await,
             Command::Quality(args) => quality::run(&cli.global, args).await,
             Command::Query(args) => query::run(&cli.global, args).await,
             Command::Publish(args) => publish::run(&cli.global, args).await,

@@ -45,7 +45,7 @@ const CHECKS: &[(&str, &str, &str)] = &[
     (
         "genai_tokens: org_daily_usage_by_service = silver_usage_events",
         "SELECT CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR) FROM silver_usage_events",
-        "SELECT CAST(sum(genai_tokens) AS VARCHAR) FROM gold_org_daily_usage_by_service",
+        "SELECT CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR) FROM gold_org_daily_usage_by_service",
     ),
     (
         "total_tokens: genai_tokens_by_org_date = silver genai events",
@@ -55,12 +55,12 @@ const CHECKS: &[(&str, &str, &str)] = &[
     (
         "events: org_daily_usage_by_service = silver_usage_events",
         "SELECT CAST(count(*) AS VARCHAR) FROM silver_usage_events",
-        "SELECT CAST(sum(events) AS VARCHAR) FROM gold_org_daily_usage_by_service",
+        "SELECT CAST(COALESCE(sum(events), 0) AS VARCHAR) FROM gold_org_daily_usage_by_service",
     ),
     (
         "tickets: tickets_by_org_date = silver_support_tickets",
         "SELECT CAST(count(*) AS VARCHAR) FROM silver_support_tickets",
-        "SELECT CAST(sum(tickets) AS VARCHAR) FROM gold_tickets_by_org_date",
+        "SELECT CAST(COALESCE(sum(tickets), 0) AS VARCHAR) FROM gold_tickets_by_org_date",
     ),
     (
         "revenue_usd: revenue_by_org_month = silver_billing_monthly",

@@ -20,7 +20,7 @@ async fn dump_all(lake: &Path) -> String {
     s
 }
 
-async fn dump_gold(lake: &Path) -> String {
+pub(crate) async fn dump_gold(lake: &Path) -> String {
     let mut s = String::new();
     for (mart, order) in [
         ("org_daily_usage_by_service", "org_id, usage_date, service"),

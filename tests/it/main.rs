@@ -7,6 +7,7 @@ mod cli;
 mod generate;
 mod gold;
 mod silver;
+mod stream;
 
 use std::path::{Path, PathBuf};
 

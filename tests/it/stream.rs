@@ -1,0 +1,265 @@
+//! Streaming: micro-batches over files equal a batch run, late and duplicate events, crash
+//! recovery under SIGKILL at random instants.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudlake::config::Settings;
+use cloudlake::stream::{self, StreamOptions, StreamReport, StreamSource};
+
+use crate::gold::dump_gold;
+use crate::{assert_same_text, copy_dir, real_landing, run, sql_i64, sql_text};
+
+/// A landing copy with the masters and the first `n` real event files; the others are returned
+/// in order, for the test to deliver later.
+pub(crate) fn landing_with_events(dest: &Path, n: usize) -> Vec<PathBuf> {
+    copy_dir(&real_landing(), dest);
+    let ev = dest.join("usage_events_stream");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ev).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    let held = dest.join("../held").join(dest.file_name().unwrap());
+    std::fs::create_dir_all(&held).unwrap();
+    let mut later = Vec::new();
+    for f in files.into_iter().skip(n) {
+        let to = held.join(f.file_name().unwrap());
+        std::fs::rename(&f, &to).unwrap();
+        later.push(to);
+    }
+    later
+}
+
+pub(crate) fn settings(landing: &Path, lake: &Path, batch_bytes: u64) -> Settings {
+    let mut s = Settings::resolve(Some(landing.into()), Some(lake.into()), Default::default()).unwrap();
+    s.batch_bytes = batch_bytes;
+    s.stream.file_settle = Duration::ZERO;
+    s
+}
+
+pub(crate) async fn stream_once(settings: &Settings, source: &StreamSource) -> StreamReport {
+    let options = StreamOptions { once: true, ..Default::default() };
+    stream::run(settings, source, &options, &|_| {}).await.unwrap()
+}
+
+/// Silver events without the columns that name the micro-batch (ingest ids and instants).
+pub(crate) async fn dump_silver(lake: &Path) -> String {
+    let mut s = sql_text(
+        lake,
+        "SELECT * EXCLUDE (ingest_run_id, dq_flags) FROM silver_usage_events ORDER BY event_id",
+    )
+    .await;
+    s += &sql_text(lake, "SELECT * FROM silver_usage_daily ORDER BY org_id, usage_date, service").await;
+    s
+}
+
+#[tokio::test]
+async fn micro_batches_over_unordered_files_equal_one_batch_run() {
+    // Masters first (a run with no event file yet), then the 120 real files as ~2 MB batches:
+    // every file spans the whole 60 days, so after the first batch almost every event is late.
+    let root = tempfile::tempdir().unwrap();
+    let landing = root.path().join("landing");
+    let later = landing_with_events(&landing, 0);
+    let lake = root.path().join("lake");
+    run(&landing, &lake).await.unwrap();
+    for f in &later {
+        std::fs::rename(f, landing.join("usage_events_stream").join(f.file_name().unwrap())).unwrap();
+    }
+    let s = settings(&landing, &lake, 2 * 1024 * 1024);
+    let r = stream_once(&s, &StreamSource::Files).await;
+    assert!(r.batches >= 6, "{r:?}");
+    let t = &r.totals;
+    assert_eq!(
+        (t.bronze.files, t.bronze.read, t.bronze.written, t.bronze.duplicates),
+        (120, 43_200, 43_200, 0)
+    );
+    assert!(t.bronze.conserved());
+    // With the default lateness (1 day), later batches are almost all late: every one lands
+    // and corrects its day.
+    assert!(t.late_events > 30_000, "{t:?}");
+    assert!(t.corrected_keys > 5_000, "{t:?}");
+    assert!(t.max_lateness_s > 50 * 86_400, "{t:?}");
+    assert_eq!(t.silver.rows + t.silver.quarantined, t.silver.bronze_rows);
+    assert_eq!(r.watermark.as_deref(), Some("2025-08-30T23:58:00Z"));
+
+    // The same tables as one batch run over the same files.
+    let reference = root.path().join("reference");
+    run(&real_landing(), &reference).await.unwrap();
+    assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+    assert_same_text(&dump_silver(&lake).await, &dump_silver(&reference).await);
+
+    // Nothing new: no batch, nothing written.
+    let again = stream_once(&s, &StreamSource::Files).await;
+    assert_eq!((again.batches, again.totals.bronze.read), (0, 0));
+}
+
+fn event(id: &str, ts: &str, cost: &str) -> String {
+    format!(
+        "{{\"event_id\": \"{id}\", \"timestamp\": {ts}, \"org_id\": \"org_cvs4f8cg\", \"resource_id\": \"res_i8kcmm7d\", \
+         \"service\": \"networking\", \"region\": \"sa-east\", \"metric\": \"requests\", \"value\": 1, \"unit\": \"count\", \
+         \"cost_usd_increment\": {cost}, \"schema_version\": 2, \"carbon_kg\": 0}}\n"
+    )
+}
+
+#[tokio::test]
+async fn late_and_duplicate_events_are_exact_whatever_the_lateness() {
+    let root = tempfile::tempdir().unwrap();
+    let landing = root.path().join("landing");
+    landing_with_events(&landing, 0);
+    let lake = root.path().join("lake");
+    run(&landing, &lake).await.unwrap();
+    let ev = landing.join("usage_events_stream");
+    let mut s = settings(&landing, &lake, 1);
+    s.stream.allowed_lateness = Duration::from_secs(3600);
+
+    // Batch 1: three events on 2025-08-20 (watermark becomes 11:00 that day).
+    let a = [
+        event("late_a1", "\"2025-08-20T10:00:00Z\"", "1.25"),
+        event("late_a2", "\"2025-08-20T11:00:00Z\"", "2.50"),
+        event("late_a3", "\"2025-08-20T12:00:00Z\"", "3.75"),
+    ];
+    std::fs::write(ev.join("a.jsonl"), a.concat()).unwrap();
+    let r1 = stream_once(&s, &StreamSource::Files).await;
+    assert_eq!((r1.totals.bronze.written, r1.totals.late_events), (3, 0));
+
+    // Batch 2: an on-time duplicate (in memory), a late duplicate written another way (epoch
+    // millis: found in bronze), a duplicate within the batch, an event 10 days late, one a
+    // minute late, and a malformed line.
+    let b = [
+        event("late_a3", "\"2025-08-20T12:00:00Z\"", "3.75"),
+        event("late_a1", "1755684000000", "1.25"),
+        event("late_b1", "\"2025-08-10T08:00:00Z\"", "0.10"),
+        event("late_b1", "\"2025-08-10T08:00:00Z\"", "0.10"),
+        event("late_b2", "\"2025-08-20T10:59:00Z\"", "0.20"),
+        "{\"event_id\": \"broken\", \n".to_string(),
+        event("late_b3", "\"2025-08-20T11:30:00Z\"", "0.30"),
+    ];
+    std::fs::write(ev.join("b.jsonl"), b.concat()).unwrap();
+    let r2 = stream_once(&s, &StreamSource::Files).await;
+    let t = &r2.totals;
+    assert_eq!((t.bronze.read, t.bronze.written, t.bronze.duplicates, t.bronze.quarantined), (7, 3, 3, 1));
+    assert_eq!(t.late_events, 2, "b1 (10 days) and b2 (a minute past the watermark)");
+    assert_eq!(t.corrected_keys, 2, "2025-08-10 and 2025-08-20 for the org's networking");
+    assert!(t.max_lateness_s >= 10 * 86_400 && t.max_lateness_s < 11 * 86_400, "{t:?}");
+
+    // Each event once in bronze and silver; the late ones are in the marts.
+    assert_eq!(
+        sql_i64(&lake, "SELECT count(*) FROM bronze_usage_events WHERE event_id LIKE 'late_%'").await,
+        6
+    );
+    assert_eq!(
+        sql_i64(
+            &lake,
+            "SELECT count(DISTINCT event_id) FROM silver_usage_events WHERE event_id LIKE 'late_%'"
+        )
+        .await,
+        6
+    );
+    assert_eq!(
+        sql_i64(
+            &lake,
+            "SELECT count(*) FROM quarantine_usage_events WHERE rule_id = 'bronze.malformed_json'"
+        )
+        .await,
+        1
+    );
+    // Gold equals a batch run over the same two files.
+    let reference = root.path().join("reference");
+    run(&landing, &reference).await.unwrap();
+    assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+    assert_eq!(
+        sql_i64(
+            &lake,
+            "SELECT CAST(cost_usd * 100 AS BIGINT) FROM gold_org_daily_usage_by_service
+             WHERE org_id = 'org_cvs4f8cg' AND usage_date = DATE '2025-08-10' AND service = 'networking'"
+        )
+        .await,
+        10
+    );
+}
+
+fn spawn_stream(landing: &Path, lake: &Path, config: &Path, once: bool) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudlake"));
+    cmd.arg("stream")
+        .arg("--landing")
+        .arg(landing)
+        .arg("--lake")
+        .arg(lake)
+        .arg("--config")
+        .arg(config)
+        .arg("-q");
+    if once {
+        cmd.arg("--once");
+    }
+    cmd.env("CLOUDLAKE_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
+    // 40 files (14,400 events, some duplicated by a replayed file) in ~1 MB batches; the stream
+    // process is killed with SIGKILL at random instants (reading, writing bronze, silver, gold,
+    // or the checkpoint), restarted each time, then run to the end.
+    let root = tempfile::tempdir().unwrap();
+    let landing = root.path().join("landing");
+    landing_with_events(&landing, 0);
+    let lake = root.path().join("lake");
+    run(&landing, &lake).await.unwrap();
+    let ev = landing.join("usage_events_stream");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(real_landing().join("usage_events_stream"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(40) {
+        std::fs::copy(f, ev.join(f.file_name().unwrap())).unwrap();
+    }
+    std::fs::copy(&files[3], ev.join("replay_of_0003.jsonl")).unwrap();
+    std::fs::write(ev.join("zz_malformed.jsonl"), "{not json\n").unwrap();
+    let config = root.path().join("cloudlake.toml");
+    std::fs::write(&config, "batch_mb = 1\n[stream]\nfile_settle = \"0s\"\ntrigger = \"100ms\"\n").unwrap();
+
+    // Reference: one uninterrupted process.
+    let reference = root.path().join("reference");
+    copy_dir(&lake, &reference);
+    let log = root.path().join("stream.log");
+    assert!(spawn_stream(&landing, &reference, &config, true, &log).wait().unwrap().success());
+
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = |lo: u64, hi: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        lo + seed % (hi - lo)
+    };
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 24 {
+        let mut child = spawn_stream(&landing, &lake, &config, false, &log);
+        std::thread::sleep(Duration::from_millis(rand(150, 2500)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(spawn_stream(&landing, &lake, &config, true, &log).wait().unwrap().success());
+    // Some kills landed between a batch's bronze commit and the end of its gold step, and the
+    // next process finished that batch (each downstream table skipping it if already applied).
+    let log = std::fs::read_to_string(&log).unwrap();
+    let finished = log.matches("Finishing a micro-batch interrupted after its bronze commit").count();
+    eprintln!("{kills} SIGKILLs in {:?}; {finished} batches finished after a kill", started.elapsed());
+    assert!(finished >= 1, "no kill landed after a bronze commit; log:\n{log}");
+
+    let count = |lake: PathBuf, q: &'static str| async move { sql_i64(&lake, q).await };
+    assert_eq!(count(lake.clone(), "SELECT count(*) FROM bronze_usage_events").await, 14_400);
+    assert_eq!(count(lake.clone(), "SELECT count(DISTINCT event_id) FROM bronze_usage_events").await, 14_400);
+    assert_eq!(
+        count(lake.clone(), "SELECT count(*) FROM silver_usage_events").await,
+        count(reference.clone(), "SELECT count(*) FROM silver_usage_events").await
+    );
+    assert_eq!(
+        count(lake.clone(), "SELECT count(*) FROM quarantine_usage_events").await,
+        count(reference.clone(), "SELECT count(*) FROM quarantine_usage_events").await
+    );
+    assert_same_text(&dump_silver(&lake).await, &dump_silver(&reference).await);
+    assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+}

@@ -177,7 +177,8 @@ async fn late_and_duplicate_events_are_exact_whatever_the_lateness() {
     );
 }
 
-fn spawn_stream(landing: &Path, lake: &Path, config: &Path, once: bool) -> Child {
+/// Starts `cloudlake stream`; its warnings are appended to `log`.
+fn spawn_stream(landing: &Path, lake: &Path, config: &Path, once: bool, log: &Path) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudlake"));
     cmd.arg("stream")
         .arg("--landing")
@@ -190,7 +191,8 @@ fn spawn_stream(landing: &Path, lake: &Path, config: &Path, once: bool) -> Child
     if once {
         cmd.arg("--once");
     }
-    cmd.env("CLOUDLAKE_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    cmd.env("CLOUDLAKE_LOG", "warn").stdout(Stdio::null()).stderr(log).spawn().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@ mod cassandra;
 mod cli;
 mod generate;
 mod gold;
+mod kafka;
 mod silver;
 mod stream;
 

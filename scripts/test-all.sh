@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up the machine, then runs every check CI runs: format, lints (warnings are errors) and
 # every test (unit and integration, one dev-profile build shared by all), including the tests
-# against a real Cassandra node, which this script starts (fresh folder, free ports) and stops.
+# against a real Cassandra node and a real Kafka broker, which this script starts (fresh folders,
+# free ports) and stops.
 #
 # Builds go to $CARGO_TARGET_DIR, by default ~/.cache/cloudlake/target (outside the clone, so a
 # second clone or a CI rerun reuses the compiled dependencies).
@@ -16,17 +17,22 @@ step() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 CASSANDRA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/cloudlake-test-cassandra.XXXXXX")
+KAFKA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/cloudlake-test-kafka.XXXXXX")
 cassandra_start=""
+kafka_start=""
 cleanup() {
-  # A start still under way (fetching jars, booting) is stopped before the node is.
-  if [ -n "$cassandra_start" ]; then kill "$cassandra_start" 2>/dev/null || true; wait "$cassandra_start" 2>/dev/null || true; fi
+  # A start still under way (fetching jars, booting) is stopped before the server is.
+  for p in $cassandra_start $kafka_start; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   ./scripts/cassandra.sh stop "$CASSANDRA_DIR" >/dev/null 2>&1 || true
-  rm -rf "$CASSANDRA_DIR"
+  ./scripts/kafka.sh stop "$KAFKA_DIR" >/dev/null 2>&1 || true
+  rm -rf "$CASSANDRA_DIR" "$KAFKA_DIR"
 }
 trap cleanup EXIT
-step "start Cassandra for the serving tests (in the background, while the build runs)"
+step "start Cassandra and Kafka for the serving and stream tests (in the background, while the build runs)"
 CASSANDRA_PORT=$(free_port) CASSANDRA_STORAGE_PORT=$(free_port) ./scripts/cassandra.sh start "$CASSANDRA_DIR" &
 cassandra_start=$!
+KAFKA_PORT=$(free_port) KAFKA_CONTROLLER_PORT=$(free_port) ./scripts/kafka.sh start "$KAFKA_DIR" &
+kafka_start=$!
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -38,6 +44,10 @@ step "wait for Cassandra"
 wait "$cassandra_start" || { echo "test-all: Cassandra did not start; see $CASSANDRA_DIR/logs" >&2; exit 1; }
 CLOUDLAKE_TEST_CASSANDRA="127.0.0.1:$(. "$CASSANDRA_DIR/ports.env"; echo "$CQL_PORT")"
 export CLOUDLAKE_TEST_CASSANDRA
+step "wait for Kafka"
+wait "$kafka_start" || { echo "test-all: Kafka did not start; see $KAFKA_DIR/logs" >&2; exit 1; }
+CLOUDLAKE_TEST_KAFKA="127.0.0.1:$(. "$KAFKA_DIR/ports.env"; echo "$KAFKA_PORT")"
+export CLOUDLAKE_TEST_KAFKA
 
 step "cargo test"
 cargo test --locked --all-targets

@@ -17,9 +17,9 @@ pub fn init(verbose: bool) {
     // Likewise librdkafka while a Kafka broker restarts (cloudlake warns and retries).
     // delta-rs warns on every MERGE that a scan metric DataFusion 55 no longer reports is derived.
     let default = if std::io::stderr().is_terminal() && !verbose {
-        "warn,scylla=off,rdkafka=off,deltalake_core::operations::merge=error"
+        "warn,scylla=off,rdkafka=off,librdkafka=error,deltalake_core::operations::merge=error"
     } else {
-        "warn,scylla=off,rdkafka=off,deltalake_core::operations::merge=error,cloudlake=info"
+        "warn,scylla=off,rdkafka=off,librdkafka=error,deltalake_core::operations::merge=error,cloudlake=info"
     };
     let filter = EnvFilter::try_from_env("CLOUDLAKE_LOG")
         .unwrap_or_else(|_| EnvFilter::new(default))

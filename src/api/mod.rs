@@ -101,12 +101,24 @@ impl Backend {
     /// The version of the served data and when it was produced; `None` when there is none.
     async fn version(&self) -> Result<Option<(String, chrono::DateTime<chrono::Utc>)>> {
         match self {
-            Backend::Lake(lake) => Ok(crate::quality::latest_run(lake).ok().map(|r| {
-                let at = chrono::DateTime::parse_from_rfc3339(&r.started_at)
-                    .map(|t| t.with_timezone(&chrono::Utc) + chrono::TimeDelta::milliseconds(r.millis as i64))
-                    .unwrap_or_else(|_| chrono::Utc::now());
-                (r.run_id, at)
-            })),
+            Backend::Lake(lake) => {
+                // The latest run, plus each stream's latest micro-batch: a stream changes the
+                // marts between runs.
+                let run = crate::quality::latest_run(lake).ok().map(|r| {
+                    let at = chrono::DateTime::parse_from_rfc3339(&r.started_at)
+                        .map(|t| {
+                            t.with_timezone(&chrono::Utc) + chrono::TimeDelta::milliseconds(r.millis as i64)
+                        })
+                        .unwrap_or_else(|_| chrono::Utc::now());
+                    (r.run_id, at)
+                });
+                let Some((mut version, mut at)) = run else { return Ok(None) };
+                for (stream, batch, when) in crate::stream::checkpoint::latest_batches(lake) {
+                    version.push_str(&format!("+{stream}@{batch}"));
+                    at = at.max(chrono::DateTime::<chrono::Utc>::from(when));
+                }
+                Ok(Some((version, at)))
+            }
             Backend::Cassandra(c) => crate::serving::cassandra::query::published_at(c)
                 .await
                 .map(|t| t.map(|t| (t.timestamp_millis().to_string(), t))),

@@ -131,10 +131,29 @@ impl Checkpoint {
         self.commit_marker(batch).is_file()
     }
 
-    /// Records that every table downstream of bronze applied batch N.
+    /// Records that every table downstream of bronze applied batch N (and that it is the
+    /// stream's latest, in `latest`, which readers such as the API watch for new data).
     pub fn mark_committed(&self, batch: i64) -> Result<()> {
-        write_atomically(&self.commit_marker(batch), b"")
+        write_atomically(&self.commit_marker(batch), b"")?;
+        write_atomically(&self.dir.join("latest"), batch.to_string().as_bytes())
     }
+}
+
+/// Every stream's latest fully applied batch and when it was applied: `(stream, batch, time)`.
+pub fn latest_batches(lake: &Lake) -> Vec<(String, i64, std::time::SystemTime)> {
+    let dir = lake.root().join("_checkpoints");
+    let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
+    let mut out: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let path = e.path().join("latest");
+            let batch = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+            let at = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), batch, at))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -41,11 +41,19 @@ pub(crate) async fn stream_once(settings: &Settings, source: &StreamSource) -> S
     stream::run(settings, source, &options, &|_| {}).await.unwrap()
 }
 
-/// Silver events without the columns that name the micro-batch (ingest ids and instants).
+/// Silver events without the columns that name the micro-batch (ingest ids and instants), and
+/// the daily features.
 pub(crate) async fn dump_silver(lake: &Path) -> String {
+    dump_silver_excluding(lake, "").await
+}
+
+/// [`dump_silver`] without more columns (e.g. lineage, which differs between files and Kafka).
+pub(crate) async fn dump_silver_excluding(lake: &Path, more: &str) -> String {
     let mut s = sql_text(
         lake,
-        "SELECT * EXCLUDE (ingest_run_id, dq_flags) FROM silver_usage_events ORDER BY event_id",
+        &format!(
+            "SELECT * EXCLUDE (ingest_run_id, dq_flags{more}) FROM silver_usage_events ORDER BY event_id"
+        ),
     )
     .await;
     s += &sql_text(lake, "SELECT * FROM silver_usage_daily ORDER BY org_id, usage_date, service").await;

@@ -27,7 +27,7 @@ die() { echo "kafka.sh: $*" >&2; exit 1; }
 
 # One spelling per folder (absolute, no trailing slash): the config paths in the broker's command
 # line are how pid_alive recognises it, and they must not depend on the caller's directory.
-absolute_dir() { if [ -d "$DIR" ]; then DIR=$(cd "$DIR" && pwd); fi; }
+absolute_dir() { if [ -d "$DIR" ]; then DIR=$(CDPATH='' cd -- "$DIR" && pwd); fi; }
 absolute_dir
 
 fetch() {
@@ -54,11 +54,18 @@ EOF
   touch "$LIB/.complete"
 }
 
-# A process that exists and is not a zombie (an unreaped broker must not count as running).
+# A process with a thread that has not exited. After SIGKILL the main thread is a zombie at once
+# while the JVM's other threads, which still hold the ports and the log folder, are torn down; and
+# an exited broker may stay an unreaped zombie for a while: neither may count as running, and the
+# first must not count as stopped.
 process_alive() {
-  local state
-  state=$(sed -nE 's/^[0-9]+ \(.*\) ([A-Za-z]).*/\1/p' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+  local stat line state
+  for stat in /proc/"$1"/task/*/stat; do
+    read -r line 2>/dev/null <"$stat" || continue
+    state=${line##*) }
+    case "${state%% *}" in Z | X | "") ;; *) return 0 ;; esac
+  done
+  return 1
 }
 
 # The recorded pid is trusted only if it is still this folder's broker (pids are reused).
@@ -118,8 +125,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 EOF
-  # Everything to logs/server.log; warnings also on stderr (which goes to logs/stdout.log).
+  # Everything to logs/server.log; warnings also on stderr (which goes to logs/stdout.log). No
+  # log4j shutdown hook: it would stop the log before the broker's own shutdown is logged.
   cat >"$DIR/conf/log4j2.properties" <<EOF
+shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
 appender.file.fileName = $DIR/logs/server.log
@@ -144,9 +153,11 @@ format() {
   local id=""
   [ -f "$DIR/cluster.id" ] && id=$(cat "$DIR/cluster.id")
   if [ -z "$id" ]; then
-    id=$(cd "$DIR" && "$JAVA" "-Dlog4j2.configurationFile=$DIR/conf/log4j2.properties" -cp "$LIB/*" \
-      kafka.tools.StorageTool random-uuid 2>>"$DIR/logs/format.log" | tail -n1) || true
-    [[ "$id" =~ ^[A-Za-z0-9_-]{22}$ ]] || { cat "$DIR/logs/format.log" >&2; die "could not make a cluster id (got '$id')"; }
+    # What `StorageTool random-uuid` prints (16 random bytes, URL-safe base64 without padding,
+    # not starting with "-"), without a second JVM start.
+    until [[ "$id" =~ ^[A-Za-z0-9_][A-Za-z0-9_-]{21}$ ]]; do
+      id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    done
     echo "$id" >"$DIR/cluster.id"
   fi
   (cd "$DIR" && "$JAVA" "-Dlog4j2.configurationFile=$DIR/conf/log4j2.properties" -cp "$LIB/*" \

@@ -1,7 +1,7 @@
 //! cloudlake: the analytics lakehouse of a cloud provider.
 //!
 //! ```text
-//! landing (immutable files, Kafka topic)          crate::landing  (csv, jsonl readers)
+//! landing (immutable files, Kafka topic)          crate::landing  (csv, jsonl readers), crate::stream
 //!    │  batch: CSV masters + billing     stream: usage events
 //!    ▼
 //! bronze   typed, deduplicated, + ingest metadata  crate::bronze   (one file per source)
@@ -14,6 +14,7 @@
 //! ```
 //!
 //! - [`lake`]: Delta tables under one root, registered in DataFusion as `<layer>_<name>`;
+//! - [`stream`]: usage events in exactly-once micro-batches from files or Kafka (`run` uses it);
 //! - [`pipeline`]: `cloudlake run` as a library call; [`report`]: the run report;
 //! - [`config`]: flags, environment, TOML; [`error`]: the one error type.
 #![warn(missing_docs)]

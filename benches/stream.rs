@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 fn cloudlake(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudlake"));
-    cmd.args(args).env("CLOUDLAKE_LOG", "warn");
+    cmd.args(args).env("CLOUDLAKE_LOG", "warn,deltalake_core::operations::merge=error");
     cmd
 }
 
@@ -67,7 +67,14 @@ async fn freshness(scratch: &Path, deliveries: usize) -> Vec<Duration> {
         }
     }
     let lake = scratch.join("fresh_lake");
-    ok(&mut cloudlake(&["run", "-q", "--landing", landing.to_str().unwrap(), "--lake", lake.to_str().unwrap()]));
+    ok(&mut cloudlake(&[
+        "run",
+        "-q",
+        "--landing",
+        landing.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]));
     let template =
         std::fs::read_to_string(bundled.join("usage_events_stream/events_part_0000.jsonl")).expect("read");
     let mut child = cloudlake(&["stream", "-q", "--trigger", "500ms", "--landing"])
@@ -168,7 +175,14 @@ fn kafka_throughput(scratch: &Path, scale: u32) -> Throughput {
             std::fs::copy(&p, masters.join(p.file_name().expect("name"))).expect("copy");
         }
     }
-    ok(&mut cloudlake(&["run", "-q", "--landing", masters.to_str().unwrap(), "--lake", lake.to_str().unwrap()]));
+    ok(&mut cloudlake(&[
+        "run",
+        "-q",
+        "--landing",
+        masters.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+    ]));
     let topic = format!("bench_{}", std::process::id());
     let t0 = Instant::now();
     ok(cloudlake(&["produce", "--kafka", &brokers, "--topic", &topic, "--partitions", "2", "--landing"])

@@ -11,10 +11,10 @@
 //!
 //! [`build`] recomputes and overwrites every mart (a first run, or when a master, billing,
 //! tickets or a setting changed). Usage events reach gold one micro-batch at a time
-//! ([`crate::stream`]): [`merge_events`] takes the daily rows the batch changed — its (org, date,
-//! service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them into
-//! the event marts on their grain, then rebuilds `org_health` (one row per org); batch marts are
-//! left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
+//! ([`crate::stream`]): [`merge_event_marts`] takes the daily rows the batch changed — its (org,
+//! date, service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them
+//! into the event marts on their grain, then [`rebuild_always`] rebuilds `org_health` (one row
+//! per org); batch marts are left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
 
 pub mod cost_anomaly_mart;
 pub mod genai_tokens_by_org_date;
@@ -140,12 +140,12 @@ pub async fn build(ctx: &SessionContext, lake: &Lake, txn: Option<&Txn>) -> Resu
     Ok(out)
 }
 
-/// A micro-batch's gold step: the daily rows it changed (`affected`, from
+/// A micro-batch's gold step for the event marts: the daily rows it changed (`affected`, from
 /// [`crate::silver::usage_daily::for_series`]) are turned into mart rows and MERGEd on each event
-/// mart's grain, and the marts that depend on everything are rebuilt; every commit records `txn`.
-/// A mart that already recorded `txn` (a replay after a crash) is left as it is. Batch marts are
-/// untouched. `silver_usage_daily` in `ctx` must already hold the merged rows.
-pub async fn merge_events(
+/// mart's grain, the marts concurrently; every commit records `txn`. A mart that already recorded
+/// `txn` (a replay after a crash) is left as it is. Then [`rebuild_always`] follows, once
+/// `silver_usage_daily` holds the batch.
+pub async fn merge_event_marts(
     ctx: &SessionContext,
     lake: &Lake,
     affected: (datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>),
@@ -153,31 +153,47 @@ pub async fn merge_events(
 ) -> Result<Vec<GoldMetrics>> {
     let (schema, batches) = affected;
     register_batches(ctx, AFFECTED, schema, batches)?;
-    let mut out = Vec::with_capacity(MARTS.len());
-    for mart in MARTS {
+    let marts = MARTS.iter().filter(|m| m.scope == Scope::Events).map(|mart| merge_one(ctx, lake, mart, txn));
+    let out = futures::future::try_join_all(marts).await;
+    let _ = ctx.deregister_table(AFFECTED)?;
+    out
+}
+
+async fn merge_one(ctx: &SessionContext, lake: &Lake, mart: &Mart, txn: &Txn) -> Result<GoldMetrics> {
+    let started = Instant::now();
+    let mut m =
+        GoldMetrics { mart: mart.name.to_string(), refresh: "unchanged".into(), ..Default::default() };
+    if lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?.is_some_and(|v| v >= txn.version) {
+        return Ok(m);
+    }
+    let batches = ctx.sql(&(mart.sql)(AFFECTED)).await?.collect().await?;
+    m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+    if m.computed > 0 {
+        if lake.open(Layer::Gold, mart.name).await?.is_some() {
+            (m.updated, m.inserted) =
+                lake.merge_txn(ctx, Layer::Gold, mart.name, batches, mart.grain, Some(txn)).await?;
+        } else {
+            let schema = batches[0].schema();
+            lake.append_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
+            m.inserted = m.computed;
+        }
+        m.refresh = "merge".into();
+    }
+    m.millis = started.elapsed().as_millis() as u64;
+    Ok(m)
+}
+
+/// Rebuilds the marts that depend on everything (`org_health`) from the silver tables in `ctx`,
+/// recording `txn`; skipped when they already recorded it. Batch marts are left as they are.
+pub async fn rebuild_always(ctx: &SessionContext, lake: &Lake, txn: &Txn) -> Result<Vec<GoldMetrics>> {
+    let mut out = Vec::new();
+    for mart in MARTS.iter().filter(|m| m.scope != Scope::Events) {
         let started = Instant::now();
         let mut m =
             GoldMetrics { mart: mart.name.to_string(), refresh: "unchanged".into(), ..Default::default() };
-        let applied = lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?;
-        if mart.scope == Scope::Batch || applied.is_some_and(|v| v >= txn.version) {
-            out.push(m);
-            continue;
-        }
-        if mart.scope == Scope::Events {
-            let batches = ctx.sql(&(mart.sql)(AFFECTED)).await?.collect().await?;
-            m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
-            if m.computed > 0 {
-                if lake.open(Layer::Gold, mart.name).await?.is_some() {
-                    (m.updated, m.inserted) =
-                        lake.merge_txn(ctx, Layer::Gold, mart.name, batches, mart.grain, Some(txn)).await?;
-                } else {
-                    let schema = batches[0].schema();
-                    lake.append_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
-                    m.inserted = m.computed;
-                }
-                m.refresh = "merge".into();
-            }
-        } else {
+        let applied =
+            lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?.is_some_and(|v| v >= txn.version);
+        if mart.scope == Scope::Always && !applied {
             let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
             m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
             lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
@@ -186,7 +202,6 @@ pub async fn merge_events(
         m.millis = started.elapsed().as_millis() as u64;
         out.push(m);
     }
-    let _ = ctx.deregister_table(AFFECTED)?;
     Ok(out)
 }
 

@@ -228,6 +228,21 @@ impl Lake {
         let table = self.open(layer, name).await?.ok_or_else(|| {
             Error::Internal(format!("merge into {} which does not exist", qualified(layer, name)))
         })?;
+        let empty =
+            table.get_file_uris().map_err(|e| Error::delta(qualified(layer, name), e))?.next().is_none();
+        if empty {
+            // Nothing to match: an append is the same result, without the join MERGE plans.
+            let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+            let partitions: Vec<String> = table
+                .snapshot()
+                .map_err(|e| Error::delta(qualified(layer, name), e))?
+                .metadata()
+                .partition_columns()
+                .to_vec();
+            let partitions: Vec<&str> = partitions.iter().map(String::as_str).collect();
+            self.write(layer, name, batches, &partitions, SaveMode::Append, txn).await?;
+            return Ok((0, rows));
+        }
         let source = ctx.read_batches(batches)?;
         let on = keys
             .iter()

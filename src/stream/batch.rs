@@ -281,24 +281,26 @@ pub(crate) async fn downstream(
     lake.register(ctx, Layer::Silver, "usage_events").await?;
     let (schema, affected) = usage_daily::for_series(ctx, &env.silver.anomaly, touched).await?;
     m.daily_rows = affected.iter().map(|b| b.num_rows() as u64).sum();
-    if m.daily_rows > 0 && !applied(Layer::Silver, "usage_daily").await? {
-        if lake.open(Layer::Silver, "usage_daily").await?.is_some() {
-            lake.merge_txn(
-                ctx,
-                Layer::Silver,
-                "usage_daily",
-                affected.clone(),
-                &["org_id", "usage_date", "service"],
-                Some(txn),
-            )
-            .await?;
-        } else {
-            lake.append_txn(Layer::Silver, "usage_daily", affected.clone(), schema.clone(), &[], txn).await?;
-        }
-    }
-    lake.register(ctx, Layer::Silver, "usage_daily").await?;
     if m.daily_rows > 0 {
-        m.gold = gold::merge_events(ctx, lake, (schema, affected), txn).await?;
+        // The daily table and the event marts are independent commits: run them together.
+        let daily = async {
+            if applied(Layer::Silver, "usage_daily").await? {
+                return Ok(());
+            }
+            if lake.open(Layer::Silver, "usage_daily").await?.is_some() {
+                let keys = ["org_id", "usage_date", "service"];
+                lake.merge_txn(ctx, Layer::Silver, "usage_daily", affected.clone(), &keys, Some(txn)).await?;
+            } else {
+                lake.append_txn(Layer::Silver, "usage_daily", affected.clone(), schema.clone(), &[], txn)
+                    .await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
+        let marts = gold::merge_event_marts(ctx, lake, (schema.clone(), affected.clone()), txn);
+        let ((), mut gold) = futures::future::try_join(daily, marts).await?;
+        lake.register(ctx, Layer::Silver, "usage_daily").await?;
+        gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
+        m.gold = gold;
     }
     m.silver.millis = started.elapsed().as_millis() as u64;
     Ok(m)

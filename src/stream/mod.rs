@@ -63,7 +63,7 @@ impl Default for StreamConfig {
         StreamConfig {
             trigger: "500ms".into(),
             allowed_lateness: "1d".into(),
-            max_batch_events: 500_000,
+            max_batch_events: 200_000,
             file_settle: "2s".into(),
             kafka_timeout: "120s".into(),
         }
@@ -327,7 +327,8 @@ pub async fn run_locked(
             if options.once && pending == 0 {
                 break;
             }
-            let wait = if options.once { Duration::from_millis(200) } else { cfg.trigger };
+            // A file seen for the first time is ready after one more listing: look again soon.
+            let wait = if options.once || pending > 0 { Duration::from_millis(200) } else { cfg.trigger };
             sleep_unless_stopped(wait.saturating_sub(tick.elapsed()), &options.stop).await;
             continue;
         }
@@ -338,6 +339,7 @@ pub async fn run_locked(
             IngestMeta { run_id: format!("{session}-b{next:08}"), ingest_ts_micros: now.timestamp_micros() };
         let _span = tracing::info_span!("batch", stream = %name, batch = next).entered();
         let landed = reader.read(&input, &meta).await?;
+        let read_ms = tick.elapsed().as_millis() as u64;
         let read = landed.read;
         let rows_in: u64 = landed.batches.iter().map(|b| b.num_rows() as u64).sum();
         let rejects = landed.rejects.len() as u64;
@@ -356,7 +358,9 @@ pub async fn run_locked(
             watermark_micros: watermark,
             max_event_micros: after.max_event_micros(),
         })?;
+        let dedup_ms = tick.elapsed().as_millis() as u64 - read_ms;
         batch::commit_bronze(lake, new_rows.clone(), &txn).await?;
+        let bronze_ms = tick.elapsed().as_millis() as u64 - read_ms - dedup_ms;
         state.absorb(&new_rows, now.timestamp_micros())?;
         reader.advance(&input);
         let written = rows_in - duplicates;
@@ -394,6 +398,10 @@ pub async fn run_locked(
             quarantined = done.metrics.bronze.quarantined,
             late = done.metrics.late_events,
             corrected_keys = done.metrics.corrected_keys,
+            read_ms,
+            dedup_ms,
+            bronze_ms,
+            downstream_ms = done.millis.saturating_sub(read_ms + dedup_ms + bronze_ms),
             millis = done.millis,
             "Micro-batch committed."
         );

@@ -23,6 +23,15 @@ pub struct MaintainMetrics {
     pub files_vacuumed: u64,
 }
 
+/// Compacts one table's small files (Delta OPTIMIZE: same rows, fewer files, no data change);
+/// returns how many files it removed and added. A streaming table gets one file per date
+/// partition per micro-batch, and reading many small files is what slows the next batches.
+pub async fn compact(lake: &Lake, layer: crate::lake::Layer, name: &str) -> Result<(u64, u64)> {
+    let Some(table) = lake.open(layer, name).await? else { return Ok((0, 0)) };
+    let (_, m) = table.optimize().await.map_err(|e| Error::delta(qualified(layer, name), e))?;
+    Ok((m.num_files_removed, m.num_files_added))
+}
+
 /// Compacts and vacuums every table of the lake, keeping files younger than `retain_hours`.
 pub async fn maintain(lake: &Lake, retain_hours: u64) -> Result<Vec<MaintainMetrics>> {
     let mut out = Vec::new();

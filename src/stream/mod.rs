@@ -56,6 +56,8 @@ pub struct StreamConfig {
     pub file_settle: String,
     /// How long Kafka may give no answer before the stream fails.
     pub kafka_timeout: String,
+    /// Compact the event tables' small files every this many micro-batches (0: never).
+    pub compact_every: u64,
 }
 
 impl Default for StreamConfig {
@@ -66,6 +68,7 @@ impl Default for StreamConfig {
             max_batch_events: 200_000,
             file_settle: "2s".into(),
             kafka_timeout: "120s".into(),
+            compact_every: 10,
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct StreamSettings {
     pub file_settle: Duration,
     /// Kafka timeout.
     pub kafka_timeout: Duration,
+    /// Compaction interval in batches (0: never).
+    pub compact_every: u64,
 }
 
 impl Default for StreamSettings {
@@ -104,6 +109,7 @@ impl StreamConfig {
             max_batch_events: self.max_batch_events,
             file_settle: d("file_settle", &self.file_settle)?,
             kafka_timeout: d("kafka_timeout", &self.kafka_timeout)?,
+            compact_every: self.compact_every,
         })
     }
 }
@@ -406,6 +412,14 @@ pub async fn run_locked(
             "Micro-batch committed."
         );
         on_batch(&done);
+        if cfg.compact_every > 0 && next % cfg.compact_every as i64 == 0 {
+            // Each batch adds a file per date partition; reading them all is what grows.
+            let started = Instant::now();
+            for (layer, table) in [(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")] {
+                crate::lake::maintain::compact(lake, layer, table).await?;
+            }
+            tracing::info!(millis = started.elapsed().as_millis() as u64, "Event tables compacted.");
+        }
         report.totals.absorb(&done.metrics);
         report.batches += 1;
         report.last_batch = next;

@@ -381,7 +381,7 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
             }
             sent += 1;
             report.bytes += line.len() as u64;
-            if sent % 10_000 == 0 {
+            if sent.is_multiple_of(10_000) {
                 producer.poll(Duration::ZERO);
             }
         }

@@ -412,7 +412,7 @@ pub async fn run_locked(
             "Micro-batch committed."
         );
         on_batch(&done);
-        if cfg.compact_every > 0 && next % cfg.compact_every as i64 == 0 {
+        if cfg.compact_every > 0 && (next as u64).is_multiple_of(cfg.compact_every) {
             // Each batch adds a file per date partition; reading them all is what grows.
             let started = Instant::now();
             for (layer, table) in [(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")] {

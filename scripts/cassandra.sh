@@ -14,6 +14,8 @@
 # 256M because Cassandra mlockall()s the committed heap when run as root.
 # Jars are cached in $CLOUDLAKE_CACHE (default ~/.cache/cloudlake)/jars/cassandra-VERSION.
 set -euo pipefail
+# shellcheck source=scripts/server-common.sh
+. "$(dirname "$0")/server-common.sh"
 
 VERSION=5.0.9
 CACHE="${CLOUDLAKE_CACHE:-$HOME/.cache/cloudlake}"
@@ -49,7 +51,7 @@ EOF
 pid_alive() {
   [ -f "$DIR/cassandra.pid" ] || return 1
   local pid; pid=$(cat "$DIR/cassandra.pid")
-  kill -0 "$pid" 2>/dev/null || return 1
+  process_alive "$pid" || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "CassandraDaemon" &&
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$DIR/conf/"
 }
@@ -74,8 +76,6 @@ load_ports() {
     STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
   fi
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_conf() {
   mkdir -p "$DIR/conf" "$DIR/data" "$DIR/logs" "$DIR/triggers"
@@ -155,17 +155,8 @@ start() {
     -cp "$LIB/*" org.apache.cassandra.service.CassandraDaemon \
     >"$DIR/logs/stdout.log" 2>&1 </dev/null &
   echo $! >"$DIR/cassandra.pid"
-  local timeout="${CASSANDRA_START_TIMEOUT:-120}"
-  until port_open "$CQL_PORT"; do
-    if ! pid_alive; then
-      tail -n 20 "$DIR/logs/stdout.log" "$DIR/logs/system.log" >&2 2>/dev/null || true
-      die "Cassandra exited during start-up; logs in $DIR/logs"
-    fi
-    if [ $((SECONDS - t0)) -ge "$timeout" ]; then
-      die "Cassandra did not open port $CQL_PORT within ${timeout}s; logs in $DIR/logs"
-    fi
-    sleep 0.2
-  done
+  wait_listening cassandra.sh "$(cat "$DIR/cassandra.pid")" "$CQL_PORT" "${CASSANDRA_START_TIMEOUT:-120}" "$t0" \
+    "$DIR/logs" "$DIR/logs/stdout.log" "$DIR/logs/system.log" || exit 1
   echo "cassandra.sh: running on 127.0.0.1:$CQL_PORT (pid $(cat "$DIR/cassandra.pid"), ready in $((SECONDS - t0)) s, data in $DIR)" >&2
 }
 
@@ -179,7 +170,7 @@ stop() {
   local pid; pid=$(cat "$DIR/cassandra.pid")
   kill "-$sig" "$pid"
   for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || { rm -f "$DIR/cassandra.pid"; echo "cassandra.sh: stopped" >&2; return 0; }
+    process_alive "$pid" || { rm -f "$DIR/cassandra.pid"; echo "cassandra.sh: stopped" >&2; return 0; }
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true

@@ -15,6 +15,8 @@
 # offsets. KAFKA_HEAP sets -Xmx (default 1G); KAFKA_START_TIMEOUT the wait (default 90 s).
 # Jars are cached in $CLOUDLAKE_CACHE (default ~/.cache/cloudlake)/jars/kafka-VERSION.
 set -euo pipefail
+# shellcheck source=scripts/server-common.sh
+. "$(dirname "$0")/server-common.sh"
 
 VERSION=4.3.1
 LOG4J_VERSION=2.25.4
@@ -54,20 +56,6 @@ EOF
   touch "$LIB/.complete"
 }
 
-# A process with a thread that has not exited. After SIGKILL the main thread is a zombie at once
-# while the JVM's other threads, which still hold the ports and the log folder, are torn down; and
-# an exited broker may stay an unreaped zombie for a while: neither may count as running, and the
-# first must not count as stopped.
-process_alive() {
-  local stat line state
-  for stat in /proc/"$1"/task/*/stat; do
-    read -r line 2>/dev/null <"$stat" || continue
-    state=${line##*) }
-    case "${state%% *}" in Z | X | "") ;; *) return 0 ;; esac
-  done
-  return 1
-}
-
 # The recorded pid is trusted only if it is still this folder's broker (pids are reused).
 pid_alive() {
   [ -f "$DIR/kafka.pid" ] || return 1
@@ -99,8 +87,6 @@ load_ports() {
     KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
   fi
 }
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 write_conf() {
   mkdir -p "$DIR/conf" "$DIR/data" "$DIR/logs"
@@ -167,17 +153,8 @@ format() {
 
 # Waits until the client port accepts connections (or the broker dies, or the time is up).
 wait_ready() {
-  local t0=$1 timeout="${KAFKA_START_TIMEOUT:-90}"
-  until port_open "$KAFKA_PORT"; do
-    if ! pid_alive; then
-      tail -n 20 "$DIR/logs/stdout.log" "$DIR/logs/server.log" >&2 2>/dev/null || true
-      die "Kafka exited during start-up; logs in $DIR/logs"
-    fi
-    if [ $((SECONDS - t0)) -ge "$timeout" ]; then
-      die "Kafka did not open port $KAFKA_PORT within ${timeout}s; logs in $DIR/logs"
-    fi
-    sleep 0.1
-  done
+  wait_listening kafka.sh "$(cat "$DIR/kafka.pid")" "$KAFKA_PORT" "${KAFKA_START_TIMEOUT:-90}" "$1" "$DIR/logs" \
+    "$DIR/logs/stdout.log" "$DIR/logs/server.log" || exit 1
 }
 
 start() {

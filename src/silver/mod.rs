@@ -186,7 +186,7 @@ pub async fn build_masters(
 
 /// Rebuilds `silver_usage_events` from all of `bronze_usage_events`, then `silver_usage_daily`
 /// in full. The streaming path appends to both instead ([`events_batch`],
-/// [`usage_daily::for_series`]); this is for when what they were enriched with changed (a
+/// [`usage_daily::for_batch`]); this is for when what they were enriched with changed (a
 /// master, a rule, a threshold).
 /// Each overwrite records `txn` when given (the stream batches the rebuild covers).
 pub async fn rebuild_events(

@@ -41,30 +41,48 @@ pub async fn build(ctx: &SessionContext, cfg: &AnomalyConfig) -> Result<(SchemaR
     scored(ctx, cfg, "silver_usage_events").await
 }
 
-/// Relation names [`for_series`] registers while it runs.
-const TOUCHED: &str = "__usage_daily_touched";
+/// Relation names [`for_batch`] registers while it runs.
+const BATCH: &str = "__usage_daily_batch";
+const DELTA: &str = "__usage_daily_delta";
 const SERIES: &str = "__usage_daily_series";
 const SCORED: &str = "__usage_daily_scored";
 
-/// The daily rows a micro-batch changes, recomputed from `silver_usage_events` (which already
-/// holds the batch): `touched` holds the batch's `(org_id, usage_date, service)` keys. For each
-/// touched (org, service) series, the days from its first touched day to `window_days` after its
-/// last are affected (their features, or the trailing baseline their scores use, include a touched
-/// day); they are scored over a range that starts `window_days` earlier, so every baseline is
-/// complete. The rows equal those of a full [`build`] (tested).
-pub async fn for_series(
+/// The feature columns summed when daily rows are added up: (name, SQL of the sum).
+const SUMS: &[(&str, &str)] = &[
+    ("cost_usd", "CAST(sum(cost_usd) AS DECIMAL(18, 6))"),
+    ("requests", "CAST(COALESCE(sum(requests), 0) AS DECIMAL(18, 6))"),
+    ("cpu_hours", "CAST(COALESCE(sum(cpu_hours), 0) AS DECIMAL(18, 6))"),
+    ("storage_gb_hours", "CAST(COALESCE(sum(storage_gb_hours), 0) AS DECIMAL(18, 6))"),
+    ("genai_tokens", "COALESCE(sum(genai_tokens), 0)"),
+    ("carbon_kg", "CAST(COALESCE(sum(carbon_kg), 0) AS DECIMAL(18, 6))"),
+    ("events", "CAST(COALESCE(sum(events), 0) AS BIGINT)"),
+];
+
+/// The daily rows a micro-batch changes. `clean` holds the batch's new silver usage events
+/// (bronze dedup makes silver append-only, so a day's features are its previous features plus
+/// the batch's); `silver_usage_daily` in `ctx` holds the days before the batch, and already
+/// includes it when `applied` (a batch finished again after a crash). For each touched (org,
+/// service) series the days from its first touched day to `window_days` after its last are
+/// affected (their features, or the trailing baseline their scores use, include a touched day);
+/// they are scored over a range that starts `window_days` earlier, so every baseline is
+/// complete. Only those days of `silver_usage_daily` are read, never the events. The rows equal
+/// those of a full [`build`] (tested).
+pub async fn for_batch(
     ctx: &SessionContext,
     cfg: &AnomalyConfig,
-    touched: Vec<RecordBatch>,
+    clean: Vec<RecordBatch>,
+    applied: bool,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let Some(schema) = touched.first().map(|b| b.schema()) else {
-        return Ok((Arc::new(Schema::empty()), vec![]));
-    };
-    crate::lake::register_batches(ctx, TOUCHED, schema, touched)?;
+    let empty = || (Arc::new(Schema::empty()) as SchemaRef, vec![]);
+    let Some(schema) = clean.first().map(|b| b.schema()) else { return Ok(empty()) };
+    crate::lake::register_batches(ctx, BATCH, schema, clean)?;
+    let (delta_schema, delta) = crate::lake::collect(ctx.sql(&features_sql(BATCH)).await?).await?;
+    let _ = ctx.deregister_table(BATCH)?;
+    crate::lake::register_batches(ctx, DELTA, delta_schema, delta)?;
     let series = ctx
         .sql(&format!(
             "SELECT org_id, service, min(usage_date) AS first_day, max(usage_date) AS last_day
-             FROM {TOUCHED} WHERE usage_date IS NOT NULL GROUP BY org_id, service"
+             FROM {DELTA} WHERE usage_date IS NOT NULL GROUP BY org_id, service"
         ))
         .await?
         .collect()
@@ -79,25 +97,49 @@ pub async fn for_series(
         }
     }
     let Some((lo, hi)) = span else {
-        let _ = ctx.deregister_table(TOUCHED)?;
-        return Ok((Arc::new(Schema::empty()), vec![]));
+        let _ = ctx.deregister_table(DELTA)?;
+        return Ok(empty());
     };
     let series_schema = series[0].schema();
     crate::lake::register_batches(ctx, SERIES, series_schema, series)?;
     let w = cfg.window_days;
     let day = |d: i32| crate::serving::from_days(d).to_string();
-    let relation = format!(
-        "(SELECT e.org_id, e.usage_date, e.service, e.cost_usd, e.metric, e.value, e.genai_tokens, e.carbon_kg
-          FROM silver_usage_events e
-          JOIN {SERIES} s ON e.org_id = s.org_id AND (e.service IS NOT DISTINCT FROM s.service)
-           AND e.usage_date >= s.first_day - INTERVAL '{w} days' AND e.usage_date <= s.last_day + INTERVAL '{w} days'
-          WHERE e.usage_date >= DATE '{lo}' - INTERVAL '{w} days' AND e.usage_date <= DATE '{hi}' + INTERVAL '{w} days')",
-        lo = day(lo),
-        hi = day(hi),
+    let columns = SUMS.iter().map(|(c, _)| format!("x.{c}")).collect::<Vec<_>>().join(", ");
+    let in_range = |x: &str| {
+        format!(
+            "JOIN {SERIES} s ON {x}.org_id = s.org_id AND ({x}.service IS NOT DISTINCT FROM s.service)
+              AND {x}.usage_date >= s.first_day - INTERVAL '{w} days' AND {x}.usage_date <= s.last_day + INTERVAL '{w} days'
+             WHERE {x}.usage_date >= DATE '{lo}' - INTERVAL '{w} days' AND {x}.usage_date <= DATE '{hi}' + INTERVAL '{w} days'",
+            lo = day(lo),
+            hi = day(hi),
+        )
+    };
+    let mut parts = Vec::new();
+    if ctx.table_exist("silver_usage_daily")? {
+        parts.push(format!(
+            "SELECT x.org_id, x.usage_date, x.service, {columns} FROM silver_usage_daily x {}",
+            in_range("x")
+        ));
+    }
+    if !applied || parts.is_empty() {
+        parts.push(format!(
+            "SELECT x.org_id, x.usage_date, x.service, {columns} FROM {DELTA} x {}",
+            in_range("x")
+        ));
+    }
+    let sums = SUMS.iter().map(|(c, sql)| format!("{sql} AS {c}")).collect::<Vec<_>>().join(",\n        ");
+    let sql = format!(
+        "SELECT org_id, usage_date, service,
+        {sums}
+    FROM ({}) GROUP BY org_id, usage_date, service
+    ORDER BY org_id, service, usage_date",
+        parts.join("\n    UNION ALL\n    ")
     );
-    let (schema, rows) = scored(ctx, cfg, &relation).await?;
+    let scored_rows = scored_sql(ctx, cfg, &sql).await;
+    let _ = ctx.deregister_table(DELTA)?;
+    let (schema, rows) = scored_rows?;
     crate::lake::register_batches(ctx, SCORED, schema, rows)?;
-    let (schema, affected) = crate::lake::collect(
+    let affected = crate::lake::collect(
         ctx.sql(&format!(
             "SELECT d.* FROM {SCORED} d JOIN {SERIES} s
                ON d.org_id = s.org_id AND (d.service IS NOT DISTINCT FROM s.service)
@@ -105,10 +147,11 @@ pub async fn for_series(
         ))
         .await?,
     )
-    .await?;
-    for t in [TOUCHED, SERIES, SCORED] {
+    .await;
+    for t in [SERIES, SCORED] {
         let _ = ctx.deregister_table(t)?;
     }
+    let (schema, affected) = affected?;
     Ok((schema, affected.into_iter().filter(|b| b.num_rows() > 0).collect()))
 }
 
@@ -118,7 +161,16 @@ async fn scored(
     cfg: &AnomalyConfig,
     relation: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let df = ctx.sql(&features_sql(relation)).await?;
+    scored_sql(ctx, cfg, &features_sql(relation)).await
+}
+
+/// Scores the daily features `sql` returns, ordered by org, service and date, per series.
+async fn scored_sql(
+    ctx: &SessionContext,
+    cfg: &AnomalyConfig,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let df = ctx.sql(sql).await?;
     let features_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     let features = concat_batches(&features_schema, &batches)?;

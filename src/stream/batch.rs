@@ -269,22 +269,16 @@ pub(crate) async fn downstream(
     };
     m.corrected_keys = corrected_keys(&conformed.clean, watermark)?;
 
-    // Daily features of the touched series, then gold.
-    let touched = conformed
-        .clean
-        .iter()
-        .map(|b| {
-            let s = b.schema();
-            b.project(&[s.index_of("org_id")?, s.index_of("usage_date")?, s.index_of("service")?])
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    lake.register(ctx, Layer::Silver, "usage_events").await?;
-    let (schema, affected) = usage_daily::for_series(ctx, &env.silver.anomaly, touched).await?;
+    // Daily features of the touched series (the previous days plus the batch), then gold.
+    let daily_applied = applied(Layer::Silver, "usage_daily").await?;
+    lake.register(ctx, Layer::Silver, "usage_daily").await?;
+    let (schema, affected) =
+        usage_daily::for_batch(ctx, &env.silver.anomaly, conformed.clean.clone(), daily_applied).await?;
     m.daily_rows = affected.iter().map(|b| b.num_rows() as u64).sum();
     if m.daily_rows > 0 {
         // The daily table and the event marts are independent commits: run them together.
         let daily = async {
-            if applied(Layer::Silver, "usage_daily").await? {
+            if daily_applied {
                 return Ok(());
             }
             if lake.open(Layer::Silver, "usage_daily").await?.is_some() {

@@ -180,6 +180,7 @@ async fn merge_one(ctx: &SessionContext, lake: &Lake, mart: &Mart, txn: &Txn) ->
         m.refresh = "merge".into();
     }
     m.millis = started.elapsed().as_millis() as u64;
+    tracing::debug!(mart = mart.name, computed = m.computed, millis = m.millis, "Gold merged.");
     Ok(m)
 }
 

@@ -206,19 +206,29 @@ pub(crate) async fn commit_bronze(lake: &Lake, rows: Vec<RecordBatch>, txn: &Txn
     Ok(())
 }
 
+/// A batch's new bronze rows, and whether bronze holds them yet.
+pub(crate) enum Rows {
+    /// Not committed: [`downstream`] commits them to bronze (the batch's commit point) while
+    /// silver conforms them, and writes nothing else before that commit.
+    New(Vec<RecordBatch>),
+    /// Already in bronze (a batch being finished after a crash).
+    Committed(Vec<RecordBatch>),
+}
+
 /// Everything after bronze for one batch: silver rows and silver rejects (with the bronze
 /// rejects) to quarantine, the daily features of the touched series, and gold. With `replay`, a
 /// table that already recorded `txn` is skipped (the batch is being finished after a crash).
 pub(crate) async fn downstream(
     env: &Env<'_>,
     txn: &Txn,
-    new_rows: Vec<RecordBatch>,
+    rows: Rows,
     rejects: &[Reject],
     meta: &IngestMeta,
     watermark: Option<i64>,
     replay: bool,
 ) -> Result<BatchMetrics> {
     let started = Instant::now();
+    let mut lap = Lap::new();
     let (lake, ctx) = (env.lake, env.ctx);
     let applied = |layer: Layer, name: &'static str| async move {
         Ok::<bool, crate::Error>(
@@ -229,10 +239,23 @@ pub(crate) async fn downstream(
 
     // Silver: the batch's bronze rows, conformed and checked against the current masters.
     let table = &silver::usage_events::TABLE;
+    let (new_rows, to_commit) = match rows {
+        Rows::New(r) => (r.clone(), Some(r)),
+        Rows::Committed(r) => (r, None),
+    };
     let bronze_rows: u64 = new_rows.iter().map(|b| b.num_rows() as u64).sum();
     register_batches(ctx, "bronze_usage_events", bronze::bronze_schema(&usage_events::SOURCE), new_rows)?;
-    let conformed = silver::conform_rows(ctx, table, env.silver, meta).await?;
+    let bronze = async {
+        let started = Instant::now();
+        if let Some(r) = to_commit {
+            commit_bronze(lake, r, txn).await?;
+        }
+        Ok::<u64, crate::Error>(started.elapsed().as_millis() as u64)
+    };
+    let (bronze_ms, conformed) =
+        futures::future::try_join(bronze, silver::conform_rows(ctx, table, env.silver, meta)).await?;
     let _ = ctx.deregister_table("bronze_usage_events")?;
+    lap.step("bronze+conform");
     if conformed.rows > 0 && !applied(Layer::Silver, "usage_events").await? {
         lake.append_txn(
             Layer::Silver,
@@ -244,6 +267,7 @@ pub(crate) async fn downstream(
         )
         .await?;
     }
+    lap.step("silver");
     let mut q = conformed.quarantine.clone();
     if !rejects.is_empty() {
         q.insert(0, quarantine::rejects_batch(rejects, meta)?);
@@ -256,7 +280,9 @@ pub(crate) async fn downstream(
         }
         quarantine::write_txn(ctx, lake, usage_events::SOURCE.name, q, Some(txn)).await?;
     }
+    lap.step("quarantine");
     m.bronze.quarantined = new_rejects;
+    m.bronze.millis = bronze_ms;
     m.silver = SilverMetrics {
         table: table.name.to_string(),
         bronze_rows,
@@ -275,6 +301,7 @@ pub(crate) async fn downstream(
     let (schema, affected) =
         usage_daily::for_batch(ctx, &env.silver.anomaly, conformed.clean.clone(), daily_applied).await?;
     m.daily_rows = affected.iter().map(|b| b.num_rows() as u64).sum();
+    lap.step("daily_features");
     if m.daily_rows > 0 {
         // The daily table and the event marts are independent commits: run them together.
         let daily = async {
@@ -292,12 +319,39 @@ pub(crate) async fn downstream(
         };
         let marts = gold::merge_event_marts(ctx, lake, (schema.clone(), affected.clone()), txn);
         let ((), mut gold) = futures::future::try_join(daily, marts).await?;
+        lap.step("merges");
         lake.register(ctx, Layer::Silver, "usage_daily").await?;
         gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
+        lap.step("org_health");
         m.gold = gold;
     }
     m.silver.millis = started.elapsed().as_millis() as u64;
+    tracing::debug!(steps = %lap, daily_rows = m.daily_rows, "Micro-batch downstream steps.");
     Ok(m)
+}
+
+/// Wall time of consecutive steps, for the debug log.
+struct Lap {
+    last: Instant,
+    steps: Vec<(&'static str, u128)>,
+}
+
+impl Lap {
+    fn new() -> Self {
+        Lap { last: Instant::now(), steps: Vec::new() }
+    }
+
+    fn step(&mut self, name: &'static str) {
+        self.steps.push((name, self.last.elapsed().as_millis()));
+        self.last = Instant::now();
+    }
+}
+
+impl std::fmt::Display for Lap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.steps.iter().map(|(n, ms)| format!("{n}={ms}ms")).collect();
+        f.write_str(&parts.join(" "))
+    }
 }
 
 /// How many distinct (rule, record hash) of a batch's bronze rejects quarantine does not hold

@@ -132,22 +132,25 @@ impl KafkaSource {
         Ok(Input::Kafka { topic: self.topic.clone(), ranges })
     }
 
-    /// Reads exactly the messages of `ranges` into typed rows and rejects.
+    /// Reads exactly the messages of `ranges` into typed rows and rejects. Fetching and parsing
+    /// run on a blocking thread, so a read overlaps the previous batch's downstream work.
     pub async fn read(&self, ranges: &[(i32, i64, i64)], meta: &IngestMeta) -> Result<Landed> {
         let consumer = self.consumer.clone();
         let (topic, timeout) = (self.topic.clone(), self.timeout);
-        let ranges = ranges.to_vec();
-        let buffers = tokio::task::spawn_blocking(move || read_ranges(&consumer, &topic, &ranges, timeout))
-            .await
-            .map_err(|e| Error::Internal(format!("Kafka read task failed: {e}")))??;
-        let mut landed = Landed::default();
-        for (p, start, bytes) in buffers {
-            let name = format!("kafka:{}/{p}", self.topic);
-            let mut part = bronze::land_bytes(&usage_events::SOURCE, &bytes, &name, meta)?;
-            shift_lines(&mut part, start - 1)?;
-            landed.absorb(part);
-        }
-        Ok(landed)
+        let (ranges, meta) = (ranges.to_vec(), meta.clone());
+        tokio::task::spawn_blocking(move || {
+            let buffers = read_ranges(&consumer, &topic, &ranges, timeout)?;
+            let mut landed = Landed::default();
+            for (p, start, bytes) in buffers {
+                let name = format!("kafka:{topic}/{p}");
+                let mut part = bronze::land_bytes(&usage_events::SOURCE, &bytes, &name, &meta)?;
+                shift_lines(&mut part, start - 1)?;
+                landed.absorb(part);
+            }
+            Ok(landed)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("Kafka read task failed: {e}")))?
     }
 }
 

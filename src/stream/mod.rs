@@ -305,6 +305,7 @@ pub async fn run_locked(
         let meta = IngestMeta { run_id: p.run_id.clone(), ingest_ts_micros: p.ingest_ts_micros };
         let landed = reader.read(&p.input, &meta).await?;
         let rows = bronze_rows_of(&ctx, lake, &p.run_id).await?;
+        let rows = batch::Rows::Committed(rows);
         let m = batch::downstream(&env, &txn, rows, &landed.rejects, &meta, p.watermark_micros, true).await?;
         cp.mark_committed(p.batch)?;
         report.recovered += 1;
@@ -319,43 +320,57 @@ pub async fn run_locked(
         _ => None,
     };
     let session = crate::pipeline::new_run_id(chrono::Utc::now());
+    let meta_of = |batch: i64| IngestMeta {
+        run_id: format!("{session}-b{batch:08}"),
+        ingest_ts_micros: chrono::Utc::now().timestamp_micros(),
+    };
     let mut next = last + 1;
+    // The next Kafka batch, read while the previous one went through silver and gold.
+    let mut prefetched: Option<(Input, IngestMeta, Landed, u64)> = None;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             break;
         }
         let tick = Instant::now();
-        let (input, pending) = match &mut reader {
-            Reader::Files(f) => f.plan(settings.batch_bytes)?,
-            Reader::Kafka(k, position) => (k.plan(position, cfg.max_batch_events, upto.as_ref()).await?, 0),
-        };
-        if input.is_empty() {
-            if options.once && pending == 0 {
-                break;
+        let (input, meta, landed, read_ms) = match prefetched.take() {
+            Some(p) => p,
+            None => {
+                let (input, pending) = match &mut reader {
+                    Reader::Files(f) => f.plan(settings.batch_bytes)?,
+                    Reader::Kafka(k, position) => {
+                        (k.plan(position, cfg.max_batch_events, upto.as_ref()).await?, 0)
+                    }
+                };
+                if input.is_empty() {
+                    if options.once && pending == 0 {
+                        break;
+                    }
+                    // A file seen for the first time is ready after one more listing: look again soon.
+                    let wait =
+                        if options.once || pending > 0 { Duration::from_millis(200) } else { cfg.trigger };
+                    sleep_unless_stopped(wait.saturating_sub(tick.elapsed()), &options.stop).await;
+                    continue;
+                }
+                let meta = meta_of(next);
+                let landed = reader.read(&input, &meta).await?;
+                (input, meta, landed, tick.elapsed().as_millis() as u64)
             }
-            // A file seen for the first time is ready after one more listing: look again soon.
-            let wait = if options.once || pending > 0 { Duration::from_millis(200) } else { cfg.trigger };
-            sleep_unless_stopped(wait.saturating_sub(tick.elapsed()), &options.stop).await;
-            continue;
-        }
+        };
         let mut txn = Txn::batch(&app_id, next);
         txn.metadata = vec![("cloudlake.input".to_string(), serde_json::to_value(&input)?)];
-        let now = chrono::Utc::now();
-        let meta =
-            IngestMeta { run_id: format!("{session}-b{next:08}"), ingest_ts_micros: now.timestamp_micros() };
+        let now_micros = meta.ingest_ts_micros;
         let _span = tracing::info_span!("batch", stream = %name, batch = next).entered();
-        let landed = reader.read(&input, &meta).await?;
-        let read_ms = tick.elapsed().as_millis() as u64;
         let read = landed.read;
         let rows_in: u64 = landed.batches.iter().map(|b| b.num_rows() as u64).sum();
         let rejects = landed.rejects.len() as u64;
         let cast_failures = landed.cast_failures.clone();
         let watermark = state.watermark();
         let max_before = state.max_event_micros();
+        let dedup_started = Instant::now();
         let (new_rows, duplicates) = batch::dedup(&env, &state, landed.batches).await?;
         let (late, max_lateness) = batch::lateness(&new_rows, watermark, max_before);
         let mut after = state.without_ids();
-        after.absorb(&new_rows, now.timestamp_micros())?;
+        after.absorb(&new_rows, now_micros)?;
         cp.write_planned(&Planned {
             batch: next,
             run_id: meta.run_id.clone(),
@@ -364,13 +379,47 @@ pub async fn run_locked(
             watermark_micros: watermark,
             max_event_micros: after.max_event_micros(),
         })?;
-        let dedup_ms = tick.elapsed().as_millis() as u64 - read_ms;
-        batch::commit_bronze(lake, new_rows.clone(), &txn).await?;
-        let bronze_ms = tick.elapsed().as_millis() as u64 - read_ms - dedup_ms;
-        state.absorb(&new_rows, now.timestamp_micros())?;
+        let dedup_ms = dedup_started.elapsed().as_millis() as u64;
         reader.advance(&input);
         let written = rows_in - duplicates;
-        let mut m = batch::downstream(&env, &txn, new_rows, &landed.rejects, &meta, watermark, false).await?;
+        // Bronze commits (the commit point) while silver conforms the same rows; meanwhile the
+        // next Kafka batch is fetched and parsed.
+        let work = batch::downstream(
+            &env,
+            &txn,
+            batch::Rows::New(new_rows.clone()),
+            &landed.rejects,
+            &meta,
+            watermark,
+            false,
+        );
+        let prefetch = async {
+            match &reader {
+                Reader::Kafka(k, position) if !options.stop.load(Ordering::Relaxed) => {
+                    let t = Instant::now();
+                    let input = k.plan(position, cfg.max_batch_events, upto.as_ref()).await?;
+                    if input.is_empty() {
+                        return Ok(None);
+                    }
+                    let meta = meta_of(next + 1);
+                    let landed = reader.read(&input, &meta).await?;
+                    Ok(Some((input, meta, landed, t.elapsed().as_millis() as u64)))
+                }
+                _ => Ok::<_, Error>(None),
+            }
+        };
+        let down_started = Instant::now();
+        let (m, ahead) = futures::future::join(work, prefetch).await;
+        let mut m = m?;
+        let downstream_ms = down_started.elapsed().as_millis() as u64;
+        // A failed read ahead is only logged: the next batch plans and reads again (and fails
+        // then if the source is really gone), while this one is complete.
+        prefetched = ahead.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "Reading the next batch ahead failed; it will be read again.");
+            None
+        });
+        let bronze_ms = m.bronze.millis;
+        state.absorb(&new_rows, now_micros)?;
         cp.mark_committed(next)?;
         m.bronze.source = "usage_events".into();
         m.bronze.files = match &input {
@@ -407,7 +456,7 @@ pub async fn run_locked(
             read_ms,
             dedup_ms,
             bronze_ms,
-            downstream_ms = done.millis.saturating_sub(read_ms + dedup_ms + bronze_ms),
+            downstream_ms,
             millis = done.millis,
             "Micro-batch committed."
         );

@@ -111,8 +111,8 @@ impl KafkaSource {
         upto: Option<&BTreeMap<i32, i64>>,
     ) -> Result<Input> {
         let marks = self.watermarks().await?;
-        let share = (max_events / marks.len().max(1) as u64).max(1) as i64;
-        let mut ranges = Vec::new();
+        // What each partition has to give: (partition, start, end of what is available).
+        let mut available = Vec::new();
         for (&p, &(low, high)) in &marks {
             let start = position.get(&p).copied().unwrap_or(low);
             if start < low {
@@ -121,15 +121,12 @@ impl KafkaSource {
                     self.topic
                 )));
             }
-            let mut end = high.min(start.saturating_add(share));
-            if let Some(limit) = upto.and_then(|u| u.get(&p)) {
-                end = end.min(*limit);
-            }
+            let end = upto.and_then(|u| u.get(&p)).map_or(high, |limit| high.min(*limit));
             if end > start {
-                ranges.push((p, start, end));
+                available.push((p, start, end));
             }
         }
-        Ok(Input::Kafka { topic: self.topic.clone(), ranges })
+        Ok(Input::Kafka { topic: self.topic.clone(), ranges: share_out(&available, max_events) })
     }
 
     /// Reads exactly the messages of `ranges` into typed rows and rejects. Fetching and parsing
@@ -152,6 +149,33 @@ impl KafkaSource {
         .await
         .map_err(|e| Error::Internal(format!("Kafka read task failed: {e}")))?
     }
+}
+
+/// Up to `max_events` messages from `available` (partition, start, end) ranges: an equal share
+/// each, and what a partition cannot fill goes to the others, so a batch is full whenever
+/// that many messages wait.
+fn share_out(available: &[(i32, i64, i64)], max_events: u64) -> Vec<(i32, i64, i64)> {
+    let mut take: Vec<i64> = vec![0; available.len()];
+    let mut left = i64::try_from(max_events).unwrap_or(i64::MAX);
+    loop {
+        let open: Vec<usize> =
+            (0..available.len()).filter(|&i| available[i].1 + take[i] < available[i].2).collect();
+        if open.is_empty() || left <= 0 {
+            break;
+        }
+        let share = (left / open.len() as i64).max(1);
+        for i in open {
+            let more = share.min(available[i].2 - available[i].1 - take[i]).min(left);
+            take[i] += more;
+            left -= more;
+        }
+    }
+    available
+        .iter()
+        .zip(take)
+        .filter(|(_, t)| *t > 0)
+        .map(|(&(p, start, _), t)| (p, start, start + t))
+        .collect()
 }
 
 fn watermarks_once(consumer: &BaseConsumer, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
@@ -404,6 +428,21 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_is_filled_from_the_partitions_that_still_have_messages() {
+        // Equal shares while every partition has enough.
+        assert_eq!(share_out(&[(0, 0, 100), (1, 10, 100)], 100), vec![(0, 0, 50), (1, 10, 60)]);
+        // Partition 0 has 20: partition 1 gives the rest.
+        assert_eq!(share_out(&[(0, 80, 100), (1, 0, 1000)], 100), vec![(0, 80, 100), (1, 0, 80)]);
+        // Less than asked in all: everything; an odd share is not lost.
+        assert_eq!(share_out(&[(0, 0, 3), (1, 0, 4)], 100), vec![(0, 0, 3), (1, 0, 4)]);
+        assert_eq!(
+            share_out(&[(0, 0, 10), (1, 0, 10), (2, 0, 10)], 10).iter().map(|r| r.2 - r.1).sum::<i64>(),
+            10
+        );
+        assert!(share_out(&[], 10).is_empty());
+    }
 
     #[test]
     fn line_numbers_become_offsets() {

@@ -344,7 +344,8 @@ impl Lake {
                 &source,
                 Arc::new(MemTable::try_new(schema.clone(), vec![incoming.clone()])?),
             )?;
-            let on: Vec<String> = keys.iter().map(|k| format!("(t.{k} IS NOT DISTINCT FROM s.{k})")).collect();
+            let on: Vec<String> =
+                keys.iter().map(|k| format!("(t.{k} IS NOT DISTINCT FROM s.{k})")).collect();
             let kept = ctx
                 .sql(&format!("SELECT t.* FROM {target} t LEFT ANTI JOIN {source} s ON {}", on.join(" AND ")))
                 .await?

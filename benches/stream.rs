@@ -53,10 +53,10 @@ async fn visible(lake: &Path, file: &str, n: i64) -> bool {
     }
     let sql = format!(
         "SELECT
-           (SELECT count(*) FROM silver_usage_events WHERE source_file LIKE '%{file}'),
-           (SELECT count(*) FROM quarantine_usage_events WHERE source_file LIKE '%{file}'),
-           (SELECT count(*) FROM silver_usage_events),
-           (SELECT CAST(sum(events) AS BIGINT) FROM gold_org_daily_usage_by_service)"
+           (SELECT count(*) FROM silver_usage_events WHERE source_file LIKE '%{file}') AS a,
+           (SELECT count(*) FROM quarantine_usage_events WHERE source_file LIKE '%{file}') AS b,
+           (SELECT count(*) FROM silver_usage_events) AS c,
+           (SELECT CAST(sum(events) AS BIGINT) FROM gold_org_daily_usage_by_service) AS d"
     );
     let Ok(df) = ctx.sql(&sql).await else { return false };
     let Ok(b) = df.collect().await else { return false };

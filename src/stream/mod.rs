@@ -56,7 +56,8 @@ pub struct StreamConfig {
     pub file_settle: String,
     /// How long Kafka may give no answer before the stream fails.
     pub kafka_timeout: String,
-    /// Compact the event tables' small files every this many micro-batches (0: never).
+    /// Compact the event tables' small files every this many micro-batches (0: never); a live
+    /// stream does it at its next moment with nothing to read.
     pub compact_every: u64,
 }
 
@@ -327,6 +328,8 @@ pub async fn run_locked(
     let mut next = last + 1;
     // The next Kafka batch, read while the previous one went through silver and gold.
     let mut prefetched: Option<(Input, IngestMeta, Landed, u64)> = None;
+    // Batches committed since the event tables were last compacted.
+    let mut uncompacted = 0u64;
     loop {
         if options.stop.load(Ordering::Relaxed) {
             break;
@@ -344,6 +347,15 @@ pub async fn run_locked(
                 if input.is_empty() {
                     if options.once && pending == 0 {
                         break;
+                    }
+                    if !options.once
+                        && pending == 0
+                        && cfg.compact_every > 0
+                        && uncompacted >= cfg.compact_every
+                    {
+                        compact_events(lake).await?;
+                        uncompacted = 0;
+                        continue;
                     }
                     // A file seen for the first time is ready after one more listing: look again soon.
                     let wait =
@@ -461,13 +473,14 @@ pub async fn run_locked(
             "Micro-batch committed."
         );
         on_batch(&done);
-        if cfg.compact_every > 0 && (next as u64).is_multiple_of(cfg.compact_every) {
-            // Each batch adds a file per date partition; reading them all is what grows.
-            let started = Instant::now();
-            for (layer, table) in [(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")] {
-                crate::lake::maintain::compact(lake, layer, table).await?;
-            }
-            tracing::info!(millis = started.elapsed().as_millis() as u64, "Event tables compacted.");
+        uncompacted += 1;
+        // A catch-up (--once) compacts every compact_every batches; a live stream waits for a
+        // moment with nothing to read, so a delivery does not wait behind a compaction, unless
+        // input never pauses (then at four times the interval).
+        let due = if options.once { 1 } else { 4 };
+        if cfg.compact_every > 0 && uncompacted >= due * cfg.compact_every {
+            compact_events(lake).await?;
+            uncompacted = 0;
         }
         report.totals.absorb(&done.metrics);
         report.batches += 1;
@@ -481,6 +494,17 @@ pub async fn run_locked(
     report.millis = started.elapsed().as_millis() as u64;
     report.events_per_s = report.totals.bronze.read as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(report)
+}
+
+/// Rewrites the event tables' small files: each batch adds a file per date partition, and
+/// reading them all is what grows.
+async fn compact_events(lake: &Lake) -> Result<()> {
+    let started = Instant::now();
+    for (layer, table) in [(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")] {
+        crate::lake::maintain::compact(lake, layer, table).await?;
+    }
+    tracing::info!(millis = started.elapsed().as_millis() as u64, "Event tables compacted.");
+    Ok(())
 }
 
 async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {

@@ -41,25 +41,25 @@ step "cargo clippy -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 # A start that failed (a port taken in between by another process, say) is retried once, with
-# fresh ports and a fresh folder, before the run gives up.
+# fresh ports and a fresh folder, before the run gives up: retry_start NAME SCRIPT DIR PORT_VARS...
+retry_start() {
+  local name=$1 script=$2 dir=$3 var
+  shift 3
+  echo "test-all: $name did not start; retrying once on other ports" >&2
+  "$script" stop "$dir" >/dev/null 2>&1 || true
+  rm -rf "$dir" && mkdir -p "$dir"
+  local ports=()
+  for var in "$@"; do ports+=("$var=$(free_port)"); done
+  env "${ports[@]}" "$script" start "$dir" ||
+    { echo "test-all: $name did not start; see the log tails above" >&2; exit 1; }
+}
 step "wait for Cassandra"
-if ! wait "$cassandra_start"; then
-  echo "test-all: Cassandra did not start; retrying once on other ports" >&2
-  ./scripts/cassandra.sh stop "$CASSANDRA_DIR" >/dev/null 2>&1 || true
-  rm -rf "$CASSANDRA_DIR" && mkdir -p "$CASSANDRA_DIR"
-  CASSANDRA_PORT=$(free_port) CASSANDRA_STORAGE_PORT=$(free_port) ./scripts/cassandra.sh start "$CASSANDRA_DIR" ||
-    { echo "test-all: Cassandra did not start; see the log tails above" >&2; exit 1; }
-fi
+wait "$cassandra_start" ||
+  retry_start Cassandra ./scripts/cassandra.sh "$CASSANDRA_DIR" CASSANDRA_PORT CASSANDRA_STORAGE_PORT
 CLOUDLAKE_TEST_CASSANDRA="127.0.0.1:$(. "$CASSANDRA_DIR/ports.env"; echo "$CQL_PORT")"
 export CLOUDLAKE_TEST_CASSANDRA
 step "wait for Kafka"
-if ! wait "$kafka_start"; then
-  echo "test-all: Kafka did not start; retrying once on other ports" >&2
-  ./scripts/kafka.sh stop "$KAFKA_DIR" >/dev/null 2>&1 || true
-  rm -rf "$KAFKA_DIR" && mkdir -p "$KAFKA_DIR"
-  KAFKA_PORT=$(free_port) KAFKA_CONTROLLER_PORT=$(free_port) ./scripts/kafka.sh start "$KAFKA_DIR" ||
-    { echo "test-all: Kafka did not start; see the log tails above" >&2; exit 1; }
-fi
+wait "$kafka_start" || retry_start Kafka ./scripts/kafka.sh "$KAFKA_DIR" KAFKA_PORT KAFKA_CONTROLLER_PORT
 CLOUDLAKE_TEST_KAFKA="127.0.0.1:$(. "$KAFKA_DIR/ports.env"; echo "$KAFKA_PORT")"
 export CLOUDLAKE_TEST_KAFKA
 

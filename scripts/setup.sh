@@ -8,9 +8,10 @@ set -euo pipefail
 
 need_apt=()
 # `setup.sh --test` adds what only the tests and benchmarks need: chromium (the dashboard test
-# drives it headless) and wrk (scripts/load-test.sh).
+# drives it headless), wrk (scripts/load-test.sh) and python3-venv (scripts/s3.sh installs its
+# S3-compatible test server, moto, from PyPI into a virtualenv).
 packages=(build-essential cmake pkg-config zlib1g-dev libcurl4-openssl-dev python3)
-[ "${1:-}" = "--test" ] && packages+=(chromium wrk)
+[ "${1:-}" = "--test" ] && packages+=(chromium wrk python3-venv)
 for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

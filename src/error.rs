@@ -61,6 +61,14 @@ pub enum Error {
         /// delta-rs's reason.
         source: Box<deltalake::DeltaTableError>,
     },
+    /// Reading or writing a file of an object-storage lake failed.
+    #[error("object storage {location}")]
+    Storage {
+        /// The object's URL.
+        location: String,
+        /// The object store's reason.
+        source: Box<deltalake::ObjectStoreError>,
+    },
     /// A DataFusion plan failed (SQL errors from `cloudlake sql` land here).
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),

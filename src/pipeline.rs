@@ -46,7 +46,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     let _lock = stream::checkpoint::lock(&lake)?;
     let ctx = lake::session();
     // The last run that completed (a report is written only at the very end).
-    let previous = crate::quality::latest_run(&lake).ok();
+    let previous = crate::quality::latest_run(&lake).await.ok();
 
     // Discover every input first, so a missing file fails the run before anything is written.
     let mut plan = Vec::with_capacity(SOURCES.len());
@@ -91,8 +91,8 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
         Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
-            !gold::event_marts_exist(&lake)
-                || !lake.table_path(Layer::Silver, "usage_daily").join("_delta_log").is_dir()
+            !gold::event_marts_exist(&lake).await?
+                || !lake.exists(Layer::Silver, "usage_daily").await?
                 || masters_changed_since(&ctx, &prev.run_id).await?
         }
         _ => true,
@@ -143,7 +143,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         started_at: now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         millis: started.elapsed().as_millis() as u64,
         landing: settings.landing.clone(),
-        lake: lake.root().to_path_buf(),
+        lake: std::path::PathBuf::from(lake.location()),
         bronze: bronze_metrics,
         silver,
         daily,
@@ -154,7 +154,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         stream: Some(streamed),
         publish: None,
     };
-    report.write(&lake.runs_dir())?;
+    report.write(&lake).await?;
     if let Some(config) = &settings.cassandra {
         // The lake run is complete and recorded; a publish failure leaves it valid, and
         // `cloudlake publish` (or the next run) publishes it again.
@@ -167,7 +167,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
             stage: "publish".into(),
             millis: publish_started.elapsed().as_millis() as u64,
         });
-        report.write(&lake.runs_dir())?;
+        report.write(&lake).await?;
     }
     Ok(report)
 }

@@ -44,24 +44,28 @@ pub struct QualityReport {
 }
 
 /// Loads the latest run report under `<lake>/_runs/`.
-pub fn latest_run(lake: &Lake) -> Result<RunReport> {
-    let dir = lake.runs_dir();
-    let latest = std::fs::read_dir(&dir)
-        .map_err(|_| Error::Usage(format!("no run report in {}; run `cloudlake run` first", dir.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .max()
-        .ok_or_else(|| {
-            Error::Usage(format!("no run report in {}; run `cloudlake run` first", dir.display()))
-        })?;
-    let bytes = std::fs::read(&latest).map_err(|e| Error::io(&latest, e))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{} is not a cloudlake run report: {e}", latest.display())))
+pub async fn latest_run(lake: &Lake) -> Result<RunReport> {
+    use crate::report::RUNS_DIR;
+    // Run ids start with the run's UTC time, so the greatest name is the latest run.
+    let latest =
+        lake.list_files(RUNS_DIR).await?.into_iter().filter(|n| n.ends_with(".json")).max().ok_or_else(
+            || {
+                Error::Usage(format!(
+                    "no run report in {}/{RUNS_DIR}; run `cloudlake run` first",
+                    lake.location()
+                ))
+            },
+        )?;
+    let relative = format!("{RUNS_DIR}/{latest}");
+    let bytes = lake.read_file(&relative).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Error::Usage(format!("{}/{relative} is not a cloudlake run report: {e}", lake.location()))
+    })
 }
 
 /// Builds the report with up to `examples` example records per rule that fired.
 pub async fn report(lake: &Lake, examples: usize) -> Result<QualityReport> {
-    let run = latest_run(lake)?;
+    let run = latest_run(lake).await?;
     let ctx = lake::session();
     let names = lake.register_all(&ctx).await?;
     let mut lines = Vec::new();

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
 use serde::Serialize;
 
+use crate::Result;
 use crate::bronze::BronzeMetrics;
 use crate::silver::{DailyMetrics, SilverMetrics};
-use crate::{Error, Result};
 
 /// Timing of one stage.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
@@ -54,14 +54,14 @@ pub struct RunReport {
     pub publish: Option<crate::serving::cassandra::publish::PublishReport>,
 }
 
+/// Folder of the run reports, under the lake's root.
+pub const RUNS_DIR: &str = "_runs";
+
 impl RunReport {
-    /// Writes the report under `<lake>/_runs/`; returns its path.
-    pub fn write(&self, runs_dir: &std::path::Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(runs_dir).map_err(|e| Error::io(runs_dir, e))?;
-        let path = runs_dir.join(format!("{}.json", self.run_id));
+    /// Writes the report as `<lake>/_runs/<run_id>.json`; returns where it went.
+    pub async fn write(&self, lake: &crate::lake::Lake) -> Result<String> {
         let json = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&path, json).map_err(|e| Error::io(&path, e))?;
-        Ok(path)
+        lake.put_file(&format!("{RUNS_DIR}/{}.json", self.run_id), json).await
     }
 
     /// The summary table: one row per source.

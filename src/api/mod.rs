@@ -104,7 +104,7 @@ impl Backend {
             Backend::Lake(lake) => {
                 // The latest run, plus each stream's latest micro-batch: a stream changes the
                 // marts between runs.
-                let run = crate::quality::latest_run(lake).ok().map(|r| {
+                let run = crate::quality::latest_run(lake).await.ok().map(|r| {
                     let at = chrono::DateTime::parse_from_rfc3339(&r.started_at)
                         .map(|t| {
                             t.with_timezone(&chrono::Utc) + chrono::TimeDelta::milliseconds(r.millis as i64)

@@ -207,9 +207,11 @@ pub async fn rebuild_always(ctx: &SessionContext, lake: &Lake, txn: &Txn) -> Res
 }
 
 /// True when every event mart already exists (an incremental build needs something to merge into).
-pub fn event_marts_exist(lake: &Lake) -> bool {
-    MARTS
-        .iter()
-        .filter(|m| m.scope == Scope::Events)
-        .all(|m| lake.table_path(Layer::Gold, m.name).join("_delta_log").is_dir())
+pub async fn event_marts_exist(lake: &Lake) -> Result<bool> {
+    for m in MARTS.iter().filter(|m| m.scope == Scope::Events) {
+        if !lake.exists(Layer::Gold, m.name).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }

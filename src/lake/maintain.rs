@@ -35,7 +35,7 @@ pub async fn compact(lake: &Lake, layer: crate::lake::Layer, name: &str) -> Resu
 /// Compacts and vacuums every table of the lake, keeping files younger than `retain_hours`.
 pub async fn maintain(lake: &Lake, retain_hours: u64) -> Result<Vec<MaintainMetrics>> {
     let mut out = Vec::new();
-    for (layer, name) in lake.tables()? {
+    for (layer, name) in lake.tables().await? {
         let Some(table) = lake.open(layer, &name).await? else { continue };
         let q = qualified(layer, &name);
         let (table, optimized) = table.optimize().await.map_err(|e| Error::delta(&q, e))?;

@@ -4,6 +4,7 @@
 //! <lake>/bronze/<source>  <lake>/silver/<table>  <lake>/quarantine/<source>  <lake>/gold/<mart>
 //! <lake>/_checkpoints/<stream>  <lake>/_runs/<run_id>.json
 //! ```
+//! The lake is a local folder or a prefix in S3-compatible object storage ([`Lake`]).
 //! Every table is a plain Delta table (delta-rs), readable by Spark, DuckDB, Polars or the Python
 //! `deltalake` package. This module opens, creates and appends to them, registers them in a
 //! DataFusion session under `<layer>_<name>`, and implements the one write pattern bronze and
@@ -20,6 +21,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
+use object_store::ObjectStoreExt;
 use url::Url;
 
 use crate::{Error, Result};
@@ -52,55 +54,197 @@ impl Layer {
     }
 }
 
-/// A lake rooted at a local folder.
+/// A lake: a local folder, or a prefix in S3-compatible object storage (`s3://bucket/prefix`).
+///
+/// An object-storage lake is configured the way the AWS tools are, from the environment:
+/// `AWS_ENDPOINT_URL` (for an S3-compatible server), `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint.
+/// Delta commits use S3's conditional writes, so no lock service is needed. A stream's
+/// checkpoint folder and its lock stay on the local disk ([`Lake::state_dir`]).
 #[derive(Debug, Clone)]
 pub struct Lake {
-    root: PathBuf,
+    /// The lake's URL, ending with `/` (`file://` for a local lake).
+    url: Url,
+    /// The local folder: the lake itself, or for a lake in object storage, the folder of its
+    /// stream checkpoints.
+    dir: PathBuf,
+    remote: bool,
 }
 
 impl Lake {
-    /// A lake at `root` (created on first write). Relative paths are taken from the current
-    /// directory.
+    /// A lake at `root`: a folder (created on first write; relative paths are taken from the
+    /// current directory) or an `s3://bucket/prefix` URL.
     pub fn new(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref();
-        let root = if root.is_absolute() {
+        let text = root.to_string_lossy();
+        if let Some((scheme, _)) = text.split_once("://") {
+            let url = Url::parse(&text)
+                .map_err(|e| Error::Usage(format!("lake location {text} is not a valid URL: {e}")))?;
+            match scheme {
+                "file" => {
+                    let path = url
+                        .to_file_path()
+                        .map_err(|_| Error::Usage(format!("lake location {text} is not a local path")))?;
+                    return Lake::new(path);
+                }
+                "s3" | "s3a" => return Ok(Lake::remote(url)),
+                other => {
+                    return Err(Error::Usage(format!(
+                        "lake location {text}: the {other}:// scheme is not supported; use a folder or s3://bucket/prefix"
+                    )));
+                }
+            }
+        }
+        let dir = if root.is_absolute() {
             root.to_path_buf()
         } else {
             std::env::current_dir().map_err(|e| Error::io(root, e))?.join(root)
         };
-        Ok(Lake { root })
+        let url = Url::from_directory_path(&dir)
+            .map_err(|_| Error::Usage(format!("lake folder {} is not a valid path", dir.display())))?;
+        Ok(Lake { url, dir, remote: false })
     }
 
-    /// The lake's root folder.
-    pub fn root(&self) -> &Path {
-        &self.root
+    fn remote(mut url: Url) -> Self {
+        // The S3 handlers register themselves at start-up; registering again is harmless and
+        // does not depend on the linker keeping that constructor.
+        deltalake::aws::register_handlers(None);
+        if !url.path().ends_with('/') {
+            url.set_path(&format!("{}/", url.path()));
+        }
+        let dir = match std::env::var_os("CLOUDLAKE_STATE_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir)
+                .join(".local/state/cloudlake"),
+        };
+        let dir =
+            dir.join(url.scheme()).join(url.host_str().unwrap_or("_")).join(url.path().trim_matches('/'));
+        Lake { url, dir, remote: true }
     }
 
-    /// Folder of a table.
-    pub fn table_path(&self, layer: Layer, name: &str) -> PathBuf {
-        self.root.join(layer.as_str()).join(name)
+    /// Where the lake is, as users write it: a folder or a URL.
+    pub fn location(&self) -> String {
+        if self.remote { self.url.to_string() } else { self.dir.display().to_string() }
     }
 
-    /// Folder of the run reports.
-    pub fn runs_dir(&self) -> PathBuf {
-        self.root.join("_runs")
+    /// True for a lake in object storage.
+    pub fn is_remote(&self) -> bool {
+        self.remote
+    }
+
+    /// The local folder of the lake's stream checkpoints and lock: the lake's own folder, or for
+    /// a lake in object storage `$CLOUDLAKE_STATE_DIR/<scheme>/<bucket>/<prefix>` (by default
+    /// under `~/.local/state/cloudlake`).
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Location of a table, as users write it.
+    pub fn table_location(&self, layer: Layer, name: &str) -> String {
+        if self.remote {
+            format!("{}{}/{}", self.url, layer.as_str(), name)
+        } else {
+            self.dir.join(layer.as_str()).join(name).display().to_string()
+        }
     }
 
     fn table_url(&self, layer: Layer, name: &str) -> Result<Url> {
-        let path = self.table_path(layer, name);
+        if self.remote {
+            return self
+                .url
+                .join(&format!("{}/{}/", layer.as_str(), name))
+                .map_err(|e| Error::Internal(format!("table URL of {}: {e}", qualified(layer, name))));
+        }
+        let path = self.dir.join(layer.as_str()).join(name);
         std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         Url::from_directory_path(&path)
             .map_err(|_| Error::Internal(format!("table path {} is not absolute", path.display())))
     }
 
+    /// The object store at the lake's root (paths relative to it).
+    fn store(&self) -> Result<Arc<dyn deltalake::ObjectStore>> {
+        let err = |e| Error::delta(self.location(), e);
+        Ok(deltalake::DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(err)?
+            .build_storage()
+            .map_err(err)?
+            .object_store(None))
+    }
+
+    /// True when a Delta table exists at `layer/name`.
+    pub async fn exists(&self, layer: Layer, name: &str) -> Result<bool> {
+        if !self.remote {
+            return Ok(self.dir.join(layer.as_str()).join(name).join("_delta_log").is_dir());
+        }
+        let err = |e| Error::delta(qualified(layer, name), e);
+        let store = deltalake::DeltaTableBuilder::from_url(self.table_url(layer, name)?)
+            .map_err(err)?
+            .build_storage()
+            .map_err(err)?;
+        store.is_delta_table_location().await.map_err(err)
+    }
+
     /// Opens a table, or `None` when no Delta table exists there yet.
     pub async fn open(&self, layer: Layer, name: &str) -> Result<Option<DeltaTable>> {
-        if !self.table_path(layer, name).join("_delta_log").is_dir() {
+        if !self.exists(layer, name).await? {
             return Ok(None);
         }
         let url = self.table_url(layer, name)?;
         let table = deltalake::open_table(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
         Ok(Some(table))
+    }
+
+    /// Writes a file under the lake's root (`_runs/<id>.json`), replacing any file of that name.
+    pub async fn put_file(&self, relative: &str, bytes: Vec<u8>) -> Result<String> {
+        if !self.remote {
+            let path = self.dir.join(relative);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+            return Ok(path.display().to_string());
+        }
+        self.store()?
+            .put(&deltalake::Path::from(relative), bytes.into())
+            .await
+            .map_err(|e| self.object_error(relative, e))?;
+        Ok(format!("{}{relative}", self.url))
+    }
+
+    /// Reads a file under the lake's root.
+    pub async fn read_file(&self, relative: &str) -> Result<Vec<u8>> {
+        if !self.remote {
+            let path = self.dir.join(relative);
+            return std::fs::read(&path).map_err(|e| Error::io(&path, e));
+        }
+        let store = self.store()?;
+        let got =
+            store.get(&deltalake::Path::from(relative)).await.map_err(|e| self.object_error(relative, e))?;
+        Ok(got.bytes().await.map_err(|e| self.object_error(relative, e))?.to_vec())
+    }
+
+    /// Names of the files directly in folder `relative` of the lake (empty when it is absent).
+    pub async fn list_files(&self, relative: &str) -> Result<Vec<String>> {
+        if !self.remote {
+            let Ok(entries) = std::fs::read_dir(self.dir.join(relative)) else { return Ok(vec![]) };
+            return Ok(entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect());
+        }
+        let listed = self
+            .store()?
+            .list_with_delimiter(Some(&deltalake::Path::from(relative)))
+            .await
+            .map_err(|e| self.object_error(relative, e))?;
+        Ok(listed.objects.into_iter().filter_map(|o| o.location.filename().map(str::to_string)).collect())
+    }
+
+    fn object_error(&self, relative: &str, e: deltalake::ObjectStoreError) -> Error {
+        Error::Storage { location: format!("{}{relative}", self.url), source: Box::new(e) }
     }
 
     /// Appends batches to a table, creating it (partitioned by `partitions`) if absent.
@@ -432,15 +576,29 @@ impl Lake {
     }
 
     /// Every Delta table in the lake, as `(layer, name)`, sorted.
-    pub fn tables(&self) -> Result<Vec<(Layer, String)>> {
+    pub async fn tables(&self) -> Result<Vec<(Layer, String)>> {
         let mut out = Vec::new();
         for layer in Layer::ALL {
-            let dir = self.root.join(layer.as_str());
-            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-            for entry in entries {
-                let entry = entry.map_err(|e| Error::io(&dir, e))?;
-                if entry.path().join("_delta_log").is_dir() {
-                    out.push((layer, entry.file_name().to_string_lossy().into_owned()));
+            if !self.remote {
+                let dir = self.dir.join(layer.as_str());
+                let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+                for entry in entries {
+                    let entry = entry.map_err(|e| Error::io(&dir, e))?;
+                    if entry.path().join("_delta_log").is_dir() {
+                        out.push((layer, entry.file_name().to_string_lossy().into_owned()));
+                    }
+                }
+                continue;
+            }
+            let listed = self
+                .store()?
+                .list_with_delimiter(Some(&deltalake::Path::from(layer.as_str())))
+                .await
+                .map_err(|e| self.object_error(layer.as_str(), e))?;
+            for prefix in listed.common_prefixes {
+                let Some(name) = prefix.filename().map(str::to_string) else { continue };
+                if self.exists(layer, &name).await? {
+                    out.push((layer, name));
                 }
             }
         }
@@ -473,7 +631,7 @@ impl Lake {
     /// Registers every table of the lake in `ctx` as `<layer>_<name>`; returns the names.
     pub async fn register_all(&self, ctx: &SessionContext) -> Result<Vec<String>> {
         let mut names = Vec::new();
-        for (layer, name) in self.tables()? {
+        for (layer, name) in self.tables().await? {
             if self.register(ctx, layer, &name).await? {
                 names.push(format!("{}_{}", layer.as_str(), name));
             }
@@ -589,4 +747,37 @@ pub fn first_per_key(batches: Vec<RecordBatch>, key: &[&str]) -> Result<Vec<Reco
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lake_is_a_folder_a_file_url_or_an_s3_url() {
+        let local = Lake::new("/data/lake").unwrap();
+        assert!(!local.is_remote());
+        assert_eq!(local.location(), "/data/lake");
+        assert_eq!(local.state_dir(), Path::new("/data/lake"));
+        assert_eq!(Lake::new("file:///data/lake").unwrap().location(), "/data/lake");
+
+        let remote = Lake::new("s3://bucket/some/lake").unwrap();
+        assert!(remote.is_remote());
+        assert_eq!(remote.location(), "s3://bucket/some/lake/");
+        assert_eq!(remote.table_location(Layer::Gold, "org_health"), "s3://bucket/some/lake/gold/org_health");
+        assert_eq!(
+            remote.table_url(Layer::Bronze, "usage_events").unwrap().as_str(),
+            "s3://bucket/some/lake/bronze/usage_events/"
+        );
+        // Checkpoints and the lock of a lake in object storage stay on the local disk.
+        assert!(remote.state_dir().ends_with("s3/bucket/some/lake"), "{}", remote.state_dir().display());
+    }
+
+    #[test]
+    fn an_unsupported_scheme_is_one_clear_sentence() {
+        let e = Lake::new("gs://bucket/lake").unwrap_err().to_string();
+        assert!(e.contains("gs:// scheme is not supported"), "{e}");
+        let e = Lake::new("s3://bad host/lake").unwrap_err().to_string();
+        assert!(e.contains("not a valid URL"), "{e}");
+    }
 }

@@ -21,7 +21,7 @@ pub async fn register_marts(lake: &Lake, ctx: &SessionContext, marts: &[&str]) -
         if !lake.register(ctx, Layer::Gold, mart).await? {
             return Err(Error::Usage(format!(
                 "gold mart {mart} not found in {}; run `cloudlake run` first",
-                lake.root().display()
+                lake.location()
             )));
         }
     }

@@ -71,7 +71,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// The checkpoint of stream `name` in `lake` (folders are created).
     pub fn open(lake: &Lake, name: &str) -> Result<Self> {
-        let dir = lake.root().join("_checkpoints").join(name);
+        let dir = lake.state_dir().join("_checkpoints").join(name);
         for sub in ["offsets", "commits"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
@@ -141,7 +141,7 @@ impl Checkpoint {
 
 /// Every stream's latest fully applied batch and when it was applied: `(stream, batch, time)`.
 pub fn latest_batches(lake: &Lake) -> Vec<(String, i64, std::time::SystemTime)> {
-    let dir = lake.root().join("_checkpoints");
+    let dir = lake.state_dir().join("_checkpoints");
     let Ok(entries) = std::fs::read_dir(&dir) else { return vec![] };
     let mut out: Vec<_> = entries
         .filter_map(|e| e.ok())
@@ -173,7 +173,7 @@ pub struct EventsLock {
 
 /// Takes the events lock of `lake`, or fails at once naming the holder.
 pub fn lock(lake: &Lake) -> Result<EventsLock> {
-    let dir = lake.root().join("_checkpoints");
+    let dir = lake.state_dir().join("_checkpoints");
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let path = dir.join("usage_events.lock");
     let file = std::fs::OpenOptions::new()

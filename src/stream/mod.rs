@@ -518,7 +518,7 @@ async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
 /// Every stream of the lake (a folder under `_checkpoints/`) with the last batch bronze
 /// committed for it, as `(app_id, batch)`: what a full rebuild of the event tables covers.
 pub async fn committed_batches(lake: &Lake) -> Result<Vec<(String, i64)>> {
-    let dir = lake.root().join("_checkpoints");
+    let dir = lake.state_dir().join("_checkpoints");
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
     let mut names: Vec<String> = entries
@@ -542,7 +542,7 @@ async fn register_masters(ctx: &datafusion::prelude::SessionContext, lake: &Lake
         if !lake.register(ctx, Layer::Silver, t).await? {
             return Err(Error::Usage(format!(
                 "the lake at {} has no silver_{t} yet; run `cloudlake run` once to load the masters before streaming events",
-                lake.root().display()
+                lake.location()
             )));
         }
     }

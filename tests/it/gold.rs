@@ -9,7 +9,7 @@ async fn dump_all(lake: &Path) -> String {
     let mut s = String::new();
     let handle = cloudlake::lake::Lake::new(lake).unwrap();
     let ctx = cloudlake::lake::session();
-    for (layer, name) in handle.tables().unwrap() {
+    for (layer, name) in handle.tables().await.unwrap() {
         let table = format!("{}_{name}", layer.as_str());
         handle.register(&ctx, layer, &name).await.unwrap();
         let schema = ctx.table(&table).await.unwrap().schema().as_arrow().clone();

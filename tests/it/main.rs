@@ -7,6 +7,7 @@ mod cli;
 mod generate;
 mod gold;
 mod kafka;
+mod s3;
 mod silver;
 mod stream;
 

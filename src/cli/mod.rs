@@ -35,7 +35,8 @@ pub struct GlobalArgs {
     /// Landing folder: the CSV masters and usage_events_stream/ [default: datalake/landing]
     #[arg(long, env = "CLOUDLAKE_LANDING", global = true, value_name = "DIR")]
     landing: Option<PathBuf>,
-    /// Lake root, where bronze/, silver/, gold/, quarantine/ and _runs/ live [default: datalake]
+    /// Lake root, where bronze/, silver/, gold/, quarantine/ and _runs/ live: a folder or
+    /// s3://bucket/prefix (endpoint and keys from AWS_* variables) [default: datalake]
     #[arg(long, env = "CLOUDLAKE_LAKE", global = true, value_name = "DIR")]
     lake: Option<PathBuf>,
     /// TOML config file (keys: landing, lake, batch_mb) [default: ./cloudlake.toml if present]

@@ -6,6 +6,12 @@
 //! run is a separate process, so wall time includes start-up and the peak resident memory is
 //! the process's own (`wait4` rusage). Prints a table and writes the figures as JSON to
 //! `$CARGO_TARGET_DIR/bench/pipeline.json` for comparison across commits.
+//!
+//! `CLOUDLAKE_BENCH_SCALES=1,10,100` measures scales instead: for each N, `cloudlake generate
+//! --scale N` (timed, so the generator's MB/s is reported too), then one cold `run` of it
+//! (`CLOUDLAKE_BENCH_RUNS` runs for scales under 10), printed as one table: events, wall time,
+//! events/s and peak memory per scale. `CLOUDLAKE_BENCH_BIN` runs another cloudlake binary
+//! (an earlier build, to compare).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,7 +26,7 @@ struct Sample {
 #[allow(clippy::zombie_processes)]
 fn run_once(landing: &Path, lake: &Path) -> Sample {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_cloudlake"))
+    let child = Command::new(binary())
         .args(["run", "--quiet", "--landing"])
         .arg(landing)
         .arg("--lake")
@@ -39,6 +45,13 @@ fn run_once(landing: &Path, lake: &Path) -> Sample {
     assert_eq!(rc, pid, "wait4 failed");
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "cloudlake run failed");
     Sample { wall, peak_rss_bytes: usage.ru_maxrss as u64 * 1024 }
+}
+
+/// The binary measured: `CLOUDLAKE_BENCH_BIN`, else the one cargo built with this bench.
+fn binary() -> PathBuf {
+    std::env::var_os("CLOUDLAKE_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cloudlake").into())
 }
 
 fn count_events(landing: &Path) -> u64 {
@@ -63,6 +76,11 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("pipeline benchmark: run it with `cargo bench --bench pipeline`");
         return;
+    }
+    if let Ok(scales) = std::env::var("CLOUDLAKE_BENCH_SCALES") {
+        let scales: Vec<u32> =
+            scales.split(',').map(|s| s.trim().parse().expect("CLOUDLAKE_BENCH_SCALES: numbers")).collect();
+        return by_scale(&scales);
     }
     let landing = std::env::var_os("CLOUDLAKE_BENCH_LANDING")
         .map(PathBuf::from)
@@ -117,11 +135,81 @@ fn main() {
         "warm_s": warm.wall.as_secs_f64(),
         "warm_peak_rss_mb": mb(warm.peak_rss_bytes),
     });
+    save("pipeline.json", &json);
+}
+
+/// Writes figures under `$CARGO_TARGET_DIR/bench/`.
+fn save(name: &str, json: &serde_json::Value) {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     let out = target.join("bench");
     if std::fs::create_dir_all(&out).is_ok() {
-        let _ = std::fs::write(out.join("pipeline.json"), serde_json::to_vec_pretty(&json).expect("json"));
+        let _ = std::fs::write(out.join(name), serde_json::to_vec_pretty(json).expect("json"));
     }
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("dir entry").path())
+        .map(|p| if p.is_dir() { bytes_under(&p) } else { std::fs::metadata(&p).expect("metadata").len() })
+        .sum()
+}
+
+/// One table: for each scale, the generator's time and a cold `run` of its output.
+fn by_scale(scales: &[u32]) {
+    let runs: usize = std::env::var("CLOUDLAKE_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "scale", "events", "JSONL MB", "gen MB/s", "run s", "events/s", "peak RSS MB"
+    );
+    let mut rows = Vec::new();
+    for &scale in scales {
+        let landing = scratch.path().join(format!("landing{scale}"));
+        let started = Instant::now();
+        let status = Command::new(binary())
+            .args(["generate", "--quiet", "--seed", "42", "--scale", &scale.to_string(), "--out"])
+            .arg(&landing)
+            .env("CLOUDLAKE_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("spawn cloudlake generate");
+        let generated = started.elapsed();
+        assert!(status.success(), "cloudlake generate failed");
+        let events = count_events(&landing);
+        let jsonl = bytes_under(&landing.join("usage_events_stream"));
+        let n = if scale < 10 { runs.max(1) } else { 1 };
+        let mut walls = Vec::new();
+        let mut peak = 0;
+        for i in 0..n {
+            let lake = scratch.path().join(format!("lake{scale}_{i}"));
+            let s = run_once(&landing, &lake);
+            peak = peak.max(s.peak_rss_bytes);
+            walls.push(s.wall);
+            let _ = std::fs::remove_dir_all(&lake);
+        }
+        let wall = median(walls);
+        let eps = events as f64 / wall.as_secs_f64();
+        println!(
+            "{:>6} {:>10} {:>10.1} {:>10.0} {:>10.2} {:>12.0} {:>12.1}",
+            scale,
+            events,
+            mb(jsonl),
+            mb(jsonl) / generated.as_secs_f64(),
+            wall.as_secs_f64(),
+            eps,
+            mb(peak)
+        );
+        rows.push(serde_json::json!({
+            "scale": scale, "events": events, "jsonl_mb": mb(jsonl),
+            "generate_s": generated.as_secs_f64(), "run_s": wall.as_secs_f64(),
+            "events_per_s": eps, "peak_rss_mb": mb(peak), "runs": n,
+        }));
+        let _ = std::fs::remove_dir_all(&landing);
+    }
+    save("pipeline-scales.json", &serde_json::Value::Array(rows));
 }

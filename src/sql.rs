@@ -51,8 +51,11 @@ pub async fn query(lake: &Lake, sql: &str) -> Result<Vec<RecordBatch>> {
                 .into_iter()
                 .map(|(layer, name)| format!("{}_{name}", layer.as_str()))
                 .collect();
-            let available =
-                if names.is_empty() { "none yet; run `cloudlake run` first".to_string() } else { names.join(", ") };
+            let available = if names.is_empty() {
+                "none yet; run `cloudlake run` first".to_string()
+            } else {
+                names.join(", ")
+            };
             return Err(Error::Usage(format!("{e}. Tables: {available}")));
         }
         Err(e) => return Err(e.into()),

@@ -108,6 +108,8 @@ pub struct Settings {
     pub api: ApiConfig,
     /// Streaming settings.
     pub stream: StreamSettings,
+    /// Run silver and gold on the Ballista cluster of this scheduler (`df://host:port`).
+    pub ballista: Option<String>,
 }
 
 impl Settings {
@@ -139,6 +141,7 @@ impl Settings {
             cassandra: file.cassandra,
             api: file.api.unwrap_or_default(),
             stream: file.stream.unwrap_or_default().resolve().map_err(Error::Config)?,
+            ballista: None,
         })
     }
 }

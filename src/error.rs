@@ -84,6 +84,9 @@ pub enum Error {
     /// Talking to Kafka failed (broker unreachable past the retry bound, offsets gone).
     #[error("Kafka: {0}")]
     Kafka(String),
+    /// Talking to the Ballista cluster failed (scheduler unreachable, a job that failed).
+    #[error("Ballista cluster: {0}")]
+    Cluster(String),
     /// Another cloudlake process holds the lake's events lock.
     #[error("{0}")]
     Busy(String),

@@ -15,6 +15,7 @@
 //!
 //! - [`lake`]: Delta tables under one root, registered in DataFusion as `<layer>_<name>`;
 //! - [`stream`]: usage events in exactly-once micro-batches from files or Kafka (`run` uses it);
+//! - [`cluster`]: silver and gold on a DataFusion Ballista cluster (`run --ballista`);
 //! - [`pipeline`]: `cloudlake run` as a library call; [`report`]: the run report;
 //! - [`config`]: flags, environment, TOML; [`error`]: the one error type.
 #![warn(missing_docs)]
@@ -22,6 +23,7 @@
 
 pub mod api;
 pub mod bronze;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod generate;

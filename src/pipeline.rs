@@ -45,6 +45,12 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     let lake = Lake::new(&settings.lake)?;
     let _lock = stream::checkpoint::lock(&lake)?;
     let ctx = lake::session();
+    // Where silver and gold run: here, or on a Ballista cluster.
+    let cluster = match &settings.ballista {
+        Some(url) => Some(crate::cluster::connect(url, &lake).await?),
+        None => None,
+    };
+    let sctx = cluster.as_ref().unwrap_or(&ctx);
     // The last run that completed (a report is written only at the very end).
     let previous = crate::quality::latest_run(&lake).await.ok();
 
@@ -83,13 +89,29 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         let (schema, partitions) = (bronze::bronze_schema(events), bronze::partition_columns(events));
         lake.overwrite(Layer::Bronze, events.name, vec![], schema, &partitions).await?;
     }
-    lake.register_all(&ctx).await?;
-    let mut silver = silver::build_masters(&ctx, &lake, &meta, &settings.silver).await?;
+    lake.register_all(sctx).await?;
+    let mut silver = silver::build_masters(sctx, &lake, &meta, &settings.silver).await?;
     for m in &silver {
         check_silver(m)?;
     }
+    progress.done();
+
+    let mut events_millis = 0;
+    let mut streamed = None;
+    if cluster.is_some() {
+        let started = Instant::now();
+        // The events land in bronze first (a backfill); silver and gold are then rebuilt from
+        // bronze in full, on the cluster.
+        progress.start("usage events to bronze (micro-batches)");
+        let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
+        streamed = Some(stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?);
+        lake.register(sctx, Layer::Bronze, usage_events::SOURCE.name).await?;
+        progress.done();
+        events_millis += started.elapsed().as_millis() as u64;
+    }
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
+        _ if cluster.is_some() || stream::rebuild_pending(&lake, &StreamSource::Files)? => true,
         Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
             !gold::event_marts_exist(&lake).await?
                 || !lake.exists(Layer::Silver, "usage_daily").await?
@@ -100,20 +122,30 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     let mut events_silver = SilverMetrics { table: usage_events::SOURCE.name.into(), ..Default::default() };
     let mut gold_metrics = Vec::new();
     if rebuild {
-        // The rebuild covers every batch bronze committed, so no stream applies one again.
-        let covers = Txn::covering(stream::committed_batches(&lake).await?);
-        let (m, _) = silver::rebuild_events(&ctx, &lake, &meta, &settings.silver, covers.as_ref()).await?;
-        check_silver(&m)?;
-        events_silver = m;
-        gold_metrics = gold::build(&ctx, &lake, covers.as_ref()).await?;
+        progress.start(if cluster.is_some() {
+            "silver and gold (Ballista)"
+        } else {
+            "silver events and gold"
+        });
+        (events_silver, gold_metrics) = rebuild_event_tables(sctx, &lake, &meta, &settings.silver).await?;
+        stream::mark_rebuilt(&lake, &StreamSource::Files).await?;
+        progress.done();
     }
-    progress.done();
-    stages.push(StageTiming { stage: "silver".into(), millis: silver_started.elapsed().as_millis() as u64 });
+    let silver_millis = (silver_started.elapsed().as_millis() as u64).saturating_sub(events_millis);
+    stages.push(StageTiming { stage: "silver".into(), millis: silver_millis });
 
-    let events_started = Instant::now();
-    progress.start("usage events (micro-batches: bronze, silver, gold)");
-    let options = StreamOptions { once: true, ..Default::default() };
-    let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+    let streamed = match streamed {
+        Some(s) => s,
+        None => {
+            let started = Instant::now();
+            progress.start("usage events (micro-batches: bronze, silver, gold)");
+            let options = StreamOptions { once: true, ..Default::default() };
+            let s = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+            progress.done();
+            events_millis += started.elapsed().as_millis() as u64;
+            s
+        }
+    };
     let mut events_bronze = streamed.totals.bronze.clone();
     events_bronze.source = usage_events::SOURCE.name.into();
     bronze_metrics.push(events_bronze);
@@ -126,8 +158,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
             None => gold_metrics.push(g.clone()),
         }
     }
-    progress.done();
-    stages.push(StageTiming { stage: "events".into(), millis: events_started.elapsed().as_millis() as u64 });
+    stages.push(StageTiming { stage: "events".into(), millis: events_millis });
 
     let gold_started = Instant::now();
     progress.start("gold reconciliation");
@@ -172,6 +203,22 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     Ok(report)
 }
 
+/// Rebuilds `silver_usage_events`, `silver_usage_daily` and every gold mart from bronze, in
+/// `ctx` (local, or a cluster's), which holds the lake's tables and the silver masters. Each
+/// commit covers every batch the streams committed to bronze, so none is applied again.
+pub async fn rebuild_event_tables(
+    ctx: &datafusion::prelude::SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &silver::SilverSettings,
+) -> Result<(SilverMetrics, Vec<gold::GoldMetrics>)> {
+    let covers = Txn::covering(stream::committed_batches(lake).await?);
+    let (m, _) = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref()).await?;
+    check_silver(&m)?;
+    let gold = gold::build(ctx, lake, covers.as_ref()).await?;
+    Ok((m, gold))
+}
+
 fn check_silver(m: &SilverMetrics) -> Result<()> {
     if m.conserved() {
         return Ok(());
@@ -207,7 +254,7 @@ async fn daily_summary(ctx: &datafusion::prelude::SessionContext) -> Result<silv
 
 /// How many progress steps [`run`] takes with `settings`.
 pub fn steps(settings: &Settings) -> u64 {
-    SOURCES.len() as u64 + 2 + u64::from(settings.cassandra.is_some())
+    SOURCES.len() as u64 + 3 + u64::from(settings.cassandra.is_some())
 }
 
 /// A hash of the settings that shape silver and gold: when it changes, gold is rebuilt in full.

@@ -3,6 +3,7 @@
 //! The only place `anyhow` is used. Errors print once as `cloudlake: <cause chain>` with exit
 //! code 2; a closed output pipe (`cloudlake sql ... | head`) exits 0.
 
+mod cluster;
 mod generate;
 mod maintain;
 mod publish;
@@ -89,6 +90,10 @@ enum Command {
     Maintain(maintain::MaintainArgs),
     /// Data-quality report of the latest run: per source and rule, counts, pass rate, examples
     Quality(quality::QualityArgs),
+    /// Run a Ballista scheduler, for `run --ballista df://HOST:PORT`
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor registered with a scheduler
+    Executor(cluster::ExecutorArgs),
 }
 
 /// Parses the command line, runs the command and maps the outcome to an exit code.
@@ -115,6 +120,8 @@ pub fn main() -> ExitCode {
             Command::Generate(args) => generate::run(args).await,
             Command::Serve(args) => serve::run(&cli.global, args).await,
             Command::ApiKey(args) => serve::api_key(args),
+            Command::Scheduler(args) => cluster::scheduler(args).await,
+            Command::Executor(args) => cluster::executor(args).await,
         }
     });
     match result {

@@ -14,11 +14,17 @@ pub struct RunArgs {
     /// Rebuild every gold mart even if only new events arrived (after changing anomaly thresholds)
     #[arg(long)]
     full: bool,
+    /// Run silver and gold on a DataFusion Ballista cluster: its scheduler's URL. The events
+    /// land in bronze first, then silver and gold are rebuilt there in full. The executors
+    /// must see the lake's folder at the same path (see `cloudlake scheduler` and `executor`)
+    #[arg(long, env = "CLOUDLAKE_BALLISTA", value_name = "df://HOST:PORT")]
+    ballista: Option<String>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let mut settings = global.settings()?;
     settings.full_refresh = args.full;
+    settings.ballista = args.ballista.clone();
     let progress = Progress::new(pipeline::steps(&settings), !global.quiet);
     let report = pipeline::run(&settings, &progress).await;
     progress.finish();

@@ -62,7 +62,7 @@ pub async fn run(global: &GlobalArgs, args: &StreamArgs) -> anyhow::Result<()> {
         eprintln!("cloudlake: stopping after the current micro-batch");
         flag.store(true, Ordering::Relaxed);
     });
-    let options = StreamOptions { once: args.once, stop };
+    let options = StreamOptions { once: args.once, stop, ..Default::default() };
     let quiet = global.quiet || args.json;
     let report = stream::run(&settings, &source, &options, &|b| {
         if !quiet {

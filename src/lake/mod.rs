@@ -390,6 +390,14 @@ impl Lake {
         if let Some(counts) = self.rewrite_upsert(ctx, layer, name, &table, &batches, keys, txn).await? {
             return Ok(counts);
         }
+        // MERGE is a write of this process: delta-rs plans it, always locally.
+        let local;
+        let ctx = if crate::cluster::of(ctx).is_some() {
+            local = session();
+            &local
+        } else {
+            ctx
+        };
         let source = ctx.read_batches(batches)?;
         let on = keys
             .iter()
@@ -453,8 +461,7 @@ impl Lake {
         let source_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let target = format!("__upsert_target_{}_{}", layer.as_str(), name);
         let source = format!("__upsert_source_{}_{}", layer.as_str(), name);
-        table.update_datafusion_session(&ctx.state()).map_err(err)?;
-        ctx.register_table(&target, table.table_provider().await?)?;
+        crate::cluster::register_delta(ctx, &target, table).await?;
         let result = async {
             let counted = ctx.sql(&format!("SELECT count(*) FROM {target}")).await?.collect().await?;
             let target_rows = counted
@@ -484,10 +491,7 @@ impl Lake {
                 Ok(RecordBatch::try_new(schema.clone(), columns)?)
             };
             let incoming = batches.iter().map(cast).collect::<Result<Vec<_>>>()?;
-            ctx.register_table(
-                &source,
-                Arc::new(MemTable::try_new(schema.clone(), vec![incoming.clone()])?),
-            )?;
+            register_batches(ctx, &source, schema.clone(), incoming.clone())?;
             let on: Vec<String> =
                 keys.iter().map(|k| format!("(t.{k} IS NOT DISTINCT FROM s.{k})")).collect();
             let kept = ctx
@@ -548,11 +552,8 @@ impl Lake {
             Some(table) => {
                 let incoming = format!("__incoming_{}_{}", layer.as_str(), name);
                 let existing = format!("__existing_{}_{}", layer.as_str(), name);
-                table
-                    .update_datafusion_session(&ctx.state())
-                    .map_err(|e| Error::delta(qualified(layer, name), e))?;
-                ctx.register_table(&existing, table.table_provider().await?)?;
-                ctx.register_table(&incoming, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+                crate::cluster::register_delta(ctx, &existing, &table).await?;
+                register_batches(ctx, &incoming, schema, batches)?;
                 let on =
                     key.iter().map(|k| format!("e.\"{k}\" = i.\"{k}\"")).collect::<Vec<_>>().join(" AND ");
                 let sql = format!(
@@ -621,10 +622,7 @@ impl Lake {
         sql_name: &str,
     ) -> Result<bool> {
         let Some(table) = self.open(layer, name).await? else { return Ok(false) };
-        table.update_datafusion_session(&ctx.state()).map_err(|e| Error::delta(qualified(layer, name), e))?;
-        let provider = table.table_provider().await?;
-        let _ = ctx.deregister_table(sql_name)?;
-        ctx.register_table(sql_name, provider)?;
+        crate::cluster::register_delta(ctx, sql_name, &table).await?;
         Ok(true)
     }
 
@@ -688,13 +686,17 @@ pub struct DedupSpec<'a> {
     pub partitions: &'a [&'a str],
 }
 
-/// Registers batches as an in-memory table `name` (replacing any table of that name).
+/// Registers batches as an in-memory table `name` (replacing any table of that name); on a
+/// cluster session, as a scratch Parquet file the executors read ([`crate::cluster`]).
 pub fn register_batches(
     ctx: &SessionContext,
     name: &str,
     schema: datafusion::arrow::datatypes::SchemaRef,
     batches: Vec<RecordBatch>,
 ) -> Result<()> {
+    if let Some(cluster) = crate::cluster::of(ctx) {
+        return crate::cluster::register_batches(ctx, &cluster, name, schema, &batches);
+    }
     let _ = ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
     Ok(())

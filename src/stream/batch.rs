@@ -206,6 +206,32 @@ pub(crate) async fn commit_bronze(lake: &Lake, rows: Vec<RecordBatch>, txn: &Txn
     Ok(())
 }
 
+/// A backfill batch ([`super::StreamOptions::bronze_only`]): the landing rejects to
+/// quarantine, then the new rows to bronze (the commit point), both recording `txn`. Silver and
+/// gold are rebuilt from bronze once the backfill is over. The rejects go first: quarantine
+/// drops a reject it holds, so a batch replayed after a crash writes them once, and a batch
+/// bronze committed has its rejects in quarantine. Returns the bronze figures (`quarantined`:
+/// rejects new to quarantine).
+pub(crate) async fn bronze_only(
+    env: &Env<'_>,
+    txn: &Txn,
+    rows: Vec<RecordBatch>,
+    rejects: &[Reject],
+    meta: &IngestMeta,
+) -> Result<BatchMetrics> {
+    let started = Instant::now();
+    let mut m = BatchMetrics::default();
+    if !rejects.is_empty() {
+        let q = quarantine::rejects_batch(rejects, meta)?;
+        m.bronze.quarantined = count_new_rejects(env, q.clone()).await?;
+        quarantine::write_txn(env.ctx, env.lake, usage_events::SOURCE.name, vec![q], Some(txn)).await?;
+    }
+    commit_bronze(env.lake, rows, txn).await?;
+    m.silver.table = silver::usage_events::TABLE.name.to_string();
+    m.bronze.millis = started.elapsed().as_millis() as u64;
+    Ok(m)
+}
+
 /// A batch's new bronze rows, and whether bronze holds them yet.
 pub(crate) enum Rows {
     /// Not committed: [`downstream`] commits them to bronze (the batch's commit point) while

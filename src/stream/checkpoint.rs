@@ -137,6 +137,40 @@ impl Checkpoint {
         write_atomically(&self.commit_marker(batch), b"")?;
         write_atomically(&self.dir.join("latest"), batch.to_string().as_bytes())
     }
+
+    fn rebuild_marker(&self) -> PathBuf {
+        self.dir.join("rebuild-pending")
+    }
+
+    /// True when batches landed in bronze only (a backfill) and silver and gold still have to
+    /// be rebuilt from bronze to hold them.
+    pub fn rebuild_pending(&self) -> bool {
+        self.rebuild_marker().is_file()
+    }
+
+    /// Records that bronze is about to receive batches that silver and gold do not follow; set
+    /// before the first such commit, so a crash leaves it set.
+    pub fn mark_rebuild_pending(&self) -> Result<()> {
+        write_atomically(&self.rebuild_marker(), b"")
+    }
+
+    /// Records that a rebuild covered every batch up to `last`: each is marked committed, then
+    /// the pending mark goes.
+    pub fn mark_rebuilt(&self, last: i64) -> Result<()> {
+        for batch in 1..=last {
+            if !self.committed(batch) {
+                write_atomically(&self.commit_marker(batch), b"")?;
+            }
+        }
+        if last > 0 {
+            write_atomically(&self.dir.join("latest"), last.to_string().as_bytes())?;
+        }
+        let marker = self.rebuild_marker();
+        match std::fs::remove_file(&marker) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&marker, e)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Every stream's latest fully applied batch and when it was applied: `(stream, batch, time)`.

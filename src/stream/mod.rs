@@ -167,6 +167,11 @@ pub struct StreamOptions {
     pub once: bool,
     /// Set to stop after the current batch (signal handlers set it).
     pub stop: Arc<AtomicBool>,
+    /// A backfill: land batches in bronze (and landing rejects in quarantine) only; the caller
+    /// then rebuilds silver and gold from bronze ([`crate::pipeline::rebuild_event_tables`],
+    /// what `run --ballista` does on the cluster) and calls [`mark_rebuilt`]. Until then the
+    /// checkpoint says a rebuild is pending, and the next stream or run does it.
+    pub bronze_only: bool,
 }
 
 /// What a stream did (one `stream` process, or the events part of a `run`).
@@ -300,8 +305,25 @@ pub async fn run_locked(
         ..Default::default()
     };
 
-    // Finish the last committed batch if a crash interrupted it after bronze.
-    if let Some(p) = last_plan.filter(|p| !cp.committed(p.batch)) {
+    if cp.rebuild_pending() {
+        // A backfill landed batches in bronze only; unless this is one too (its caller
+        // rebuilds), silver and gold are rebuilt from bronze before anything else.
+        if !options.bronze_only {
+            tracing::warn!(upto = last, "Rebuilding silver and gold over batches a backfill left in bronze.");
+            let meta = IngestMeta {
+                run_id: crate::pipeline::new_run_id(chrono::Utc::now()),
+                ingest_ts_micros: chrono::Utc::now().timestamp_micros(),
+            };
+            let rebuilt = lake::session();
+            lake.register_all(&rebuilt).await?;
+            register_masters(&rebuilt, lake).await?;
+            let (_, gold) =
+                crate::pipeline::rebuild_event_tables(&rebuilt, lake, &meta, &settings.silver).await?;
+            cp.mark_rebuilt(last)?;
+            report.totals.absorb(&BatchMetrics { gold, ..Default::default() });
+        }
+    } else if let Some(p) = last_plan.filter(|p| !cp.committed(p.batch)) {
+        // Finish the last committed batch if a crash interrupted it after bronze.
         tracing::warn!(batch = p.batch, "Finishing a micro-batch interrupted after its bronze commit.");
         let txn = Txn::batch(&app_id, p.batch);
         let meta = IngestMeta { run_id: p.run_id.clone(), ingest_ts_micros: p.ingest_ts_micros };
@@ -354,7 +376,7 @@ pub async fn run_locked(
                         && cfg.compact_every > 0
                         && uncompacted >= cfg.compact_every
                     {
-                        compact_events(lake).await?;
+                        compact_events(lake, options.bronze_only).await?;
                         uncompacted = 0;
                         continue;
                     }
@@ -397,15 +419,17 @@ pub async fn run_locked(
         let written = rows_in - duplicates;
         // Bronze commits (the commit point) while silver conforms the same rows; meanwhile the
         // next Kafka batch is fetched and parsed.
-        let work = batch::downstream(
-            &env,
-            &txn,
-            batch::Rows::New(new_rows.clone()),
-            &landed.rejects,
-            &meta,
-            watermark,
-            false,
-        );
+        let work = async {
+            if options.bronze_only {
+                if !cp.rebuild_pending() {
+                    cp.mark_rebuild_pending()?;
+                }
+                batch::bronze_only(&env, &txn, new_rows.clone(), &landed.rejects, &meta).await
+            } else {
+                let rows = batch::Rows::New(new_rows.clone());
+                batch::downstream(&env, &txn, rows, &landed.rejects, &meta, watermark, false).await
+            }
+        };
         let prefetch = async {
             match &reader {
                 Reader::Kafka(k, position) if !options.stop.load(Ordering::Relaxed) => {
@@ -433,7 +457,9 @@ pub async fn run_locked(
         });
         let bronze_ms = m.bronze.millis;
         state.absorb(&new_rows, now_micros)?;
-        cp.mark_committed(next)?;
+        if !options.bronze_only {
+            cp.mark_committed(next)?;
+        }
         m.bronze.source = "usage_events".into();
         m.bronze.files = match &input {
             Input::Files(f) => f.len(),
@@ -480,7 +506,7 @@ pub async fn run_locked(
         // input never pauses (then at four times the interval).
         let due = if options.once { 1 } else { 4 };
         if cfg.compact_every > 0 && uncompacted >= due * cfg.compact_every {
-            compact_events(lake).await?;
+            compact_events(lake, options.bronze_only).await?;
             uncompacted = 0;
         }
         report.totals.absorb(&done.metrics);
@@ -497,11 +523,16 @@ pub async fn run_locked(
     Ok(report)
 }
 
-/// Rewrites the event tables' small files: each batch adds a file per date partition, and
-/// reading them all is what grows.
-async fn compact_events(lake: &Lake) -> Result<()> {
+/// Rewrites the event tables' small files (bronze's only, in a backfill): each batch adds a
+/// file per date partition, and reading them all is what grows.
+async fn compact_events(lake: &Lake, bronze_only: bool) -> Result<()> {
     let started = Instant::now();
-    for (layer, table) in [(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")] {
+    let tables: &[_] = if bronze_only {
+        &[(Layer::Bronze, "usage_events")]
+    } else {
+        &[(Layer::Bronze, "usage_events"), (Layer::Silver, "usage_events")]
+    };
+    for &(layer, table) in tables {
         crate::lake::maintain::compact(lake, layer, table).await?;
     }
     tracing::info!(millis = started.elapsed().as_millis() as u64, "Event tables compacted.");
@@ -513,6 +544,18 @@ async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
         tokio::time::sleep((until - Instant::now()).min(Duration::from_millis(50))).await;
     }
+}
+
+/// True when a backfill left batches in bronze that silver and gold do not hold yet.
+pub fn rebuild_pending(lake: &Lake, source: &StreamSource) -> Result<bool> {
+    Ok(Checkpoint::open(lake, &source.name())?.rebuild_pending())
+}
+
+/// Records that silver and gold were rebuilt over every batch bronze committed for `source`.
+pub async fn mark_rebuilt(lake: &Lake, source: &StreamSource) -> Result<()> {
+    let app_id = format!("cloudlake.stream.{}", source.name());
+    let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
+    Checkpoint::open(lake, &source.name())?.mark_rebuilt(last)
 }
 
 /// Every stream of the lake (a folder under `_checkpoints/`) with the last batch bronze

@@ -4,6 +4,7 @@ mod api;
 mod bronze;
 mod cassandra;
 mod cli;
+mod cluster;
 mod generate;
 mod gold;
 mod kafka;
@@ -64,6 +65,7 @@ pub async fn run_with(
         cassandra: None,
         api: Default::default(),
         stream: Default::default(),
+        ballista: None,
     };
     cloudlake::pipeline::run(&settings, &Progress::new(0, false)).await
 }

@@ -100,6 +100,48 @@ async fn micro_batches_over_unordered_files_equal_one_batch_run() {
     assert_eq!((again.batches, again.totals.bronze.read), (0, 0));
 }
 
+#[tokio::test]
+async fn a_backfill_left_in_bronze_is_rebuilt_by_the_next_stream_or_run() {
+    // What `run --ballista` does before its rebuild: the events land in bronze only. Here the
+    // process "dies" right after, and the next stream (or run) must rebuild silver and gold.
+    let root = tempfile::tempdir().unwrap();
+    let reference = root.path().join("reference");
+    run(&real_landing(), &reference).await.unwrap();
+    for next in ["stream", "run"] {
+        let landing = root.path().join(format!("landing-{next}"));
+        let later = landing_with_events(&landing, 0);
+        let lake = root.path().join(format!("lake-{next}"));
+        run(&landing, &lake).await.unwrap();
+        for f in &later {
+            std::fs::rename(f, landing.join("usage_events_stream").join(f.file_name().unwrap())).unwrap();
+        }
+        let s = settings(&landing, &lake, 2 * 1024 * 1024);
+        let backfill = StreamOptions { once: true, bronze_only: true, ..Default::default() };
+        let r = stream::run(&s, &StreamSource::Files, &backfill, &|_| {}).await.unwrap();
+        assert!(r.batches >= 6, "{r:?}");
+        assert_eq!((r.totals.bronze.read, r.totals.bronze.written), (43_200, 43_200));
+        let l = cloudlake::lake::Lake::new(&lake).unwrap();
+        assert!(stream::rebuild_pending(&l, &StreamSource::Files).unwrap());
+        assert_eq!(sql_i64(&lake, "SELECT count(*) FROM bronze_usage_events").await, 43_200);
+        assert_eq!(sql_i64(&lake, "SELECT count(*) FROM silver_usage_events").await, 0);
+
+        if next == "stream" {
+            let r = stream_once(&s, &StreamSource::Files).await;
+            assert_eq!((r.batches, r.totals.bronze.read), (0, 0), "{r:?}");
+        } else {
+            let r = run(&landing, &lake).await.unwrap();
+            assert!(r.gold.iter().all(|g| g.refresh == "full"), "{:?}", r.gold);
+        }
+        assert!(!stream::rebuild_pending(&l, &StreamSource::Files).unwrap());
+        assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+        assert_same_text(&dump_silver(&lake).await, &dump_silver(&reference).await);
+        // And the stream goes on from there: nothing is applied twice.
+        let again = stream_once(&s, &StreamSource::Files).await;
+        assert_eq!((again.batches, again.recovered), (0, 0));
+        assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+    }
+}
+
 fn event(id: &str, ts: &str, cost: &str) -> String {
     format!(
         "{{\"event_id\": \"{id}\", \"timestamp\": {ts}, \"org_id\": \"org_cvs4f8cg\", \"resource_id\": \"res_i8kcmm7d\", \

@@ -17,6 +17,10 @@ use crate::telemetry::Progress;
 use crate::{Error, Result};
 use crate::{gold, silver};
 
+/// A `run` backfills when the unread event files fill at least this many micro-batches (and
+/// at least double what the lake read before).
+pub const BACKFILL_BATCHES: u64 = 4;
+
 /// A new run id: UTC start time plus a random suffix, sortable by time.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -98,10 +102,14 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
     let mut events_millis = 0;
     let mut streamed = None;
-    if cluster.is_some() {
+    // A backfill (the events land in bronze first, then silver and gold are rebuilt from bronze
+    // in full) on a cluster, or when the new event files at least double what the lake holds
+    // and fill several batches: then one rebuild costs less than merging batch after batch into
+    // tables that every batch of unordered events touches throughout.
+    let (unread, read) = stream::file_backlog(settings, &lake).await?;
+    let backfill = cluster.is_some() || (unread >= BACKFILL_BATCHES * settings.batch_bytes && unread >= read);
+    if backfill {
         let started = Instant::now();
-        // The events land in bronze first (a backfill); silver and gold are then rebuilt from
-        // bronze in full, on the cluster.
         progress.start("usage events to bronze (micro-batches)");
         let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
         streamed = Some(stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?);
@@ -111,7 +119,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     }
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
-        _ if cluster.is_some() || stream::rebuild_pending(&lake, &StreamSource::Files)? => true,
+        _ if backfill || stream::rebuild_pending(&lake, &StreamSource::Files)? => true,
         Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
             !gold::event_marts_exist(&lake).await?
                 || !lake.exists(Layer::Silver, "usage_daily").await?

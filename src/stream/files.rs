@@ -83,6 +83,21 @@ impl FileSource {
         Ok(listing)
     }
 
+    /// Bytes of the event files (ready or not) that committed batches have not read, and of
+    /// those they have.
+    pub fn sizes(&self) -> Result<(u64, u64)> {
+        let (mut unread, mut read) = (0, 0);
+        for path in bronze::discover_events(&self.dir)? {
+            let size = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+            if self.processed.contains(&self.name(&path)) {
+                read += size;
+            } else {
+                unread += size;
+            }
+        }
+        Ok((unread, read))
+    }
+
     /// The next batch: ready files in name order up to `max_bytes` (at least one file).
     pub fn plan(&mut self, max_bytes: u64) -> Result<(Input, usize)> {
         let listing = self.list()?;

@@ -546,6 +546,22 @@ async fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) {
     }
 }
 
+/// Bytes of landing event files the files stream has not read yet, and of those it has.
+pub async fn file_backlog(settings: &Settings, lake: &Lake) -> Result<(u64, u64)> {
+    let name = StreamSource::Files.name();
+    let app_id = format!("cloudlake.stream.{name}");
+    let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
+    let read: HashSet<String> = Checkpoint::open(lake, &name)?
+        .planned_upto(last)?
+        .into_iter()
+        .flat_map(|p| match p.input {
+            Input::Files(f) => f,
+            Input::Kafka { .. } => vec![],
+        })
+        .collect();
+    files::FileSource::new(&settings.landing, settings.stream.file_settle, read)?.sizes()
+}
+
 /// True when a backfill left batches in bronze that silver and gold do not hold yet.
 pub fn rebuild_pending(lake: &Lake, source: &StreamSource) -> Result<bool> {
     Ok(Checkpoint::open(lake, &source.name())?.rebuild_pending())

@@ -140,6 +140,29 @@ async fn a_backfill_left_in_bronze_is_rebuilt_by_the_next_stream_or_run() {
         assert_eq!((again.batches, again.recovered), (0, 0));
         assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
     }
+
+    // A run whose new event files fill several batches and outweigh what the lake read backfills
+    // by itself; a small increment afterwards goes batch by batch.
+    let landing = root.path().join("landing-auto");
+    let later = landing_with_events(&landing, 0);
+    let lake = root.path().join("lake-auto");
+    run(&landing, &lake).await.unwrap();
+    for f in &later[..110] {
+        std::fs::rename(f, landing.join("usage_events_stream").join(f.file_name().unwrap())).unwrap();
+    }
+    let s = settings(&landing, &lake, 1024 * 1024);
+    let r = cloudlake::pipeline::run(&s, &cloudlake::telemetry::Progress::new(0, false)).await.unwrap();
+    let streamed = r.stream.as_ref().unwrap();
+    assert!(streamed.batches >= 4 && streamed.totals.silver.rows == 0, "{streamed:?}");
+    assert!(r.gold.iter().all(|g| g.refresh == "full"), "{:?}", r.gold);
+    for f in &later[110..] {
+        std::fs::rename(f, landing.join("usage_events_stream").join(f.file_name().unwrap())).unwrap();
+    }
+    let r = cloudlake::pipeline::run(&s, &cloudlake::telemetry::Progress::new(0, false)).await.unwrap();
+    let streamed = r.stream.as_ref().unwrap();
+    assert!(streamed.batches >= 1 && streamed.totals.silver.rows > 0, "{streamed:?}");
+    assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+    assert_same_text(&dump_silver(&lake).await, &dump_silver(&reference).await);
 }
 
 fn event(id: &str, ts: &str, cost: &str) -> String {

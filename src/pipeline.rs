@@ -1,8 +1,9 @@
 //! `cloudlake run`: the whole pipeline once, as a library call.
 //!
 //! Batch sources through bronze and silver, a full rebuild of the event tables when what they
-//! depend on changed, then the usage events through the streaming micro-batch path, then
-//! reconciliation (see [`run`]).
+//! depend on changed (or after a backfill), the usage events through the streaming micro-batch
+//! path, then reconciliation (see [`run`]). Silver and gold run in this process or, with
+//! `--ballista`, on a Ballista cluster ([`crate::cluster`]).
 
 use std::time::Instant;
 
@@ -31,13 +32,16 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 ///
 /// 1. bronze for the batch sources (masters, billing, tickets, ...);
 /// 2. silver for them;
-/// 3. when a master, a setting or the code's tables changed since the last run (or on the first
-///    run, or with `--full`): silver events, daily features and every gold mart rebuilt from
-///    bronze;
-/// 4. the usage events through the streaming path ([`crate::stream`], `--once` over the landing
-///    files): each micro-batch lands in bronze, silver and the daily features, and MERGEs into
-///    the event marts;
-/// 5. reconciliation, the run report, and publishing when Cassandra is configured.
+/// 3. on a cluster, or when the unread event files are a large catch-up (see
+///    [`BACKFILL_BATCHES`]): a backfill, the events landed in bronze micro-batch by micro-batch
+///    (the stream's path, `bronze_only`);
+/// 4. after a backfill, or when a master, a setting or the code's tables changed since the last
+///    run (or on the first run, or with `--full`): silver events, daily features and every gold
+///    mart rebuilt from bronze ([`rebuild_event_tables`]);
+/// 5. without a backfill, the usage events through the streaming path ([`crate::stream`],
+///    `--once` over the landing files): each micro-batch lands in bronze, silver and the daily
+///    features, and MERGEs into the event marts;
+/// 6. reconciliation, the run report, and publishing when Cassandra is configured.
 pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> {
     let started = Instant::now();
     let now = chrono::Utc::now();
@@ -119,7 +123,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     }
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
-        _ if backfill || stream::rebuild_pending(&lake, &StreamSource::Files)? => true,
+        _ if backfill || stream::rebuild_pending(&lake)? => true,
         Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
             !gold::event_marts_exist(&lake).await?
                 || !lake.exists(Layer::Silver, "usage_daily").await?
@@ -136,7 +140,11 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
             "silver events and gold"
         });
         (events_silver, gold_metrics) = rebuild_event_tables(sctx, &lake, &meta, &settings.silver).await?;
-        stream::mark_rebuilt(&lake, &StreamSource::Files).await?;
+        // Only a backfill's batches are marked done here: a stream batch interrupted after its
+        // bronze commit still has its landing rejects to write, which its recovery does.
+        if stream::rebuild_pending(&lake)? {
+            stream::mark_rebuilt(&lake, &StreamSource::Files).await?;
+        }
         progress.done();
     }
     let silver_millis = (silver_started.elapsed().as_millis() as u64).saturating_sub(events_millis);

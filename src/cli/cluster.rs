@@ -23,6 +23,9 @@ pub struct ExecutorArgs {
     /// Address to listen on for shuffle data (Arrow Flight)
     #[arg(long, default_value = "127.0.0.1:50051", value_name = "HOST:PORT")]
     bind: String,
+    /// Host the scheduler and the other executors reach this one at [default: the --bind host]
+    #[arg(long, value_name = "HOST")]
+    external_host: Option<String>,
     /// Port of the executor's gRPC service
     #[arg(long, default_value_t = 50052)]
     grpc_port: u16,
@@ -43,6 +46,7 @@ pub async fn executor(args: &ExecutorArgs) -> anyhow::Result<()> {
     let opts = ExecutorOptions {
         scheduler: args.scheduler.clone(),
         bind: args.bind.clone(),
+        external_host: args.external_host.clone(),
         grpc_port: args.grpc_port,
         concurrent_tasks: args.concurrent_tasks.unwrap_or(cores),
         work_dir: args.work_dir.clone(),

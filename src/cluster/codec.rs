@@ -65,7 +65,7 @@ impl LogicalExtensionCodec for Codec {
             Some(table) => {
                 buf.extend_from_slice(FILES_TAG);
                 serde_json::to_writer(&mut *buf, table.files())
-                    .map_err(|e| DataFusionError::Internal(format!("table {table_ref}: {e}")))?;
+                    .map_err(|e| DataFusionError::Plan(format!("table {table_ref}: {e}")))?;
                 Ok(())
             }
             None => Err(DataFusionError::NotImplemented(format!(

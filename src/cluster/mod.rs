@@ -73,7 +73,12 @@ pub async fn connect(url: &str, lake: &Lake) -> Result<SessionContext> {
         )));
     }
     reachable(&host, port, Duration::from_secs(5)).await?;
-    let scratch = lake.state_dir().join("_cluster").join(uuid::Uuid::new_v4().simple().to_string());
+    // Scratch folders a killed run left behind (the caller holds the lake's events lock).
+    let root = lake.state_dir().join("_cluster");
+    if root.is_dir() {
+        std::fs::remove_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    }
+    let scratch = root.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let config = SessionConfig::new_with_ballista()
@@ -123,14 +128,12 @@ pub fn register_batches(
 ) -> Result<()> {
     let path = cluster.scratch.join(format!("{name}-{}.parquet", uuid::Uuid::new_v4().simple()));
     let size = write_parquet(&path, schema.clone(), batches)?;
+    let location = object_store::path::Path::from_absolute_path(&path)
+        .map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;
     let files = table::Files {
         store: "file://".into(),
         partition_cols: vec![],
-        files: vec![table::DataFile {
-            path: path.to_string_lossy().trim_start_matches('/').to_string(),
-            size,
-            partition_values: vec![],
-        }],
+        files: vec![table::DataFile { path: location.to_string(), size, partition_values: vec![] }],
     };
     let _ = ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(FilesTable::new(schema, files)?))?;
@@ -174,6 +177,8 @@ pub struct ExecutorOptions {
     pub scheduler: String,
     /// Address to bind; its port serves Arrow Flight (shuffle data).
     pub bind: String,
+    /// Host the scheduler and other executors reach this one at (default: the bind address).
+    pub external_host: Option<String>,
     /// Port of the executor's gRPC service.
     pub grpc_port: u16,
     /// Tasks run at once (default: the cores).
@@ -187,10 +192,30 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
     use ballista_core::registry::BallistaFunctionRegistry;
     use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
     let addr = socket_addr(&opts.bind)?;
-    let (scheduler_host, scheduler_port) = scheduler_addr(&format!("df://{}", opts.scheduler))?;
+    let (scheduler_host, scheduler_port) = opts
+        .scheduler
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "--scheduler {} is not a scheduler address; expected HOST:PORT",
+                opts.scheduler
+            ))
+        })?;
+    let external_host = match &opts.external_host {
+        Some(h) => h.clone(),
+        None if addr.ip().is_unspecified() => {
+            return Err(Error::Usage(format!(
+                "--bind {} listens on every interface; give --external-host, the address the scheduler and the other executors reach this one at",
+                opts.bind
+            )));
+        }
+        None => addr.ip().to_string(),
+    };
     let config = ExecutorProcessConfig {
         bind_host: addr.ip().to_string(),
-        external_host: Some(addr.ip().to_string()),
+        external_host: Some(external_host),
         port: addr.port(),
         grpc_port: opts.grpc_port,
         scheduler_host,

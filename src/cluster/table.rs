@@ -24,6 +24,8 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use deltalake::DeltaTable;
+use object_store::ObjectMeta;
+use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -65,6 +67,17 @@ impl FilesTable {
                 return Err(Error::Internal(format!("partition column {c} is not in the table's schema")));
             }
         }
+        for f in &files.files {
+            if f.partition_values.len() != files.partition_cols.len() {
+                return Err(Error::Internal(format!(
+                    "file {} has {} partition values for {} partition columns",
+                    f.path,
+                    f.partition_values.len(),
+                    files.partition_cols.len()
+                )));
+            }
+            ObjectPath::parse(&f.path).map_err(|e| Error::Internal(format!("file path {}: {e}", f.path)))?;
+        }
         ObjectStoreUrl::parse(&files.store)?;
         Ok(FilesTable { schema, files })
     }
@@ -77,7 +90,10 @@ impl FilesTable {
         let partition_cols = snapshot.metadata().partition_columns().to_vec();
         let root = table.table_url().clone();
         let store = format!("{}://{}", root.scheme(), root.host_str().unwrap_or(""));
-        let prefix = root.path().trim_matches('/').to_string();
+        // The URL's path is percent-encoded; an object store path has its own encoding.
+        let prefix = ObjectPath::from_url_path(root.path())
+            .map_err(|e| Error::Internal(format!("table {name} at {root}: {e}")))?
+            .to_string();
         let files = snapshot
             .log_data()
             .into_iter()
@@ -155,7 +171,7 @@ impl TableProvider for FilesTable {
             .map(|i| {
                 let name = self.schema.field(*i).name();
                 combined.iter().position(|c| c == name).ok_or_else(|| {
-                    DataFusionError::Internal(format!("column {name} is neither stored nor a partition"))
+                    DataFusionError::Plan(format!("column {name} is neither stored nor a partition"))
                 })
             })
             .collect::<DfResult<Vec<usize>>>()?;
@@ -173,7 +189,15 @@ impl TableProvider for FilesTable {
                     None => ScalarValue::try_from(field.data_type()),
                 })
                 .collect::<DfResult<Vec<_>>>()?;
-            files.push(PartitionedFile::new(f.path.clone(), f.size).with_partition_values(values));
+            let location = ObjectPath::parse(&f.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let meta = ObjectMeta {
+                location,
+                last_modified: chrono::DateTime::UNIX_EPOCH,
+                size: f.size,
+                e_tag: None,
+                version: None,
+            };
+            files.push(PartitionedFile::new_from_meta(meta).with_partition_values(values));
         }
         // Spread the files over the session's partitions, largest first onto the lightest group.
         let groups_n = state.config().target_partitions().max(1).min(files.len());

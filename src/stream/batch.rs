@@ -210,8 +210,10 @@ pub(crate) async fn commit_bronze(lake: &Lake, rows: Vec<RecordBatch>, txn: &Txn
 /// quarantine, then the new rows to bronze (the commit point), both recording `txn`. Silver and
 /// gold are rebuilt from bronze once the backfill is over. The rejects go first: quarantine
 /// drops a reject it holds, so a batch replayed after a crash writes them once, and a batch
-/// bronze committed has its rejects in quarantine. Returns the bronze figures (`quarantined`:
-/// rejects new to quarantine).
+/// bronze committed has its rejects in quarantine. That write records no transaction: if the
+/// process dies before the bronze commit, batch N is planned again (maybe from other input),
+/// and its quarantine write must not look done already. Returns the bronze figures
+/// (`quarantined`: rejects new to quarantine).
 pub(crate) async fn bronze_only(
     env: &Env<'_>,
     txn: &Txn,
@@ -224,7 +226,7 @@ pub(crate) async fn bronze_only(
     if !rejects.is_empty() {
         let q = quarantine::rejects_batch(rejects, meta)?;
         m.bronze.quarantined = count_new_rejects(env, q.clone()).await?;
-        quarantine::write_txn(env.ctx, env.lake, usage_events::SOURCE.name, vec![q], Some(txn)).await?;
+        quarantine::write_txn(env.ctx, env.lake, usage_events::SOURCE.name, vec![q], None).await?;
     }
     commit_bronze(env.lake, rows, txn).await?;
     m.silver.table = silver::usage_events::TABLE.name.to_string();

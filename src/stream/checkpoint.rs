@@ -60,6 +60,9 @@ pub struct Planned {
     pub watermark_micros: Option<i64>,
     /// Largest plausible event time seen up to and including this batch.
     pub max_event_micros: Option<i64>,
+    /// A backfill batch: bronze (and landing rejects) only, silver and gold rebuilt later.
+    #[serde(default)]
+    pub bronze_only: bool,
 }
 
 /// A stream's checkpoint folder.
@@ -138,12 +141,13 @@ impl Checkpoint {
         write_atomically(&self.dir.join("latest"), batch.to_string().as_bytes())
     }
 
+    /// Lake-wide (beside every stream's folder): whatever stream runs next must rebuild first.
     fn rebuild_marker(&self) -> PathBuf {
-        self.dir.join("rebuild-pending")
+        self.dir.parent().unwrap_or(&self.dir).join("rebuild-pending")
     }
 
-    /// True when batches landed in bronze only (a backfill) and silver and gold still have to
-    /// be rebuilt from bronze to hold them.
+    /// True when batches landed in bronze only (a backfill, by any stream of the lake) and
+    /// silver and gold still have to be rebuilt from bronze to hold them.
     pub fn rebuild_pending(&self) -> bool {
         self.rebuild_marker().is_file()
     }
@@ -255,6 +259,7 @@ mod tests {
                 input: Input::Kafka { topic: "t".into(), ranges: vec![(0, n * 10, n * 10 + 10)] },
                 watermark_micros: None,
                 max_event_micros: Some(n),
+                bronze_only: false,
             };
             cp.write_planned(&p).unwrap();
             assert_eq!(cp.planned(n).unwrap(), p);
@@ -265,6 +270,22 @@ mod tests {
         assert!(cp.planned(3).is_err() && !cp.committed(3));
         assert!(cp.committed(1) && !cp.committed(2));
         assert_eq!(cp.planned_upto(2).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_pending_rebuild_is_lake_wide_and_a_rebuild_marks_every_batch_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let files = Checkpoint::open(&lake, "files").unwrap();
+        let kafka = Checkpoint::open(&lake, "kafka").unwrap();
+        assert!(!files.rebuild_pending() && !kafka.rebuild_pending());
+        files.mark_rebuild_pending().unwrap();
+        assert!(kafka.rebuild_pending(), "every stream of the lake sees it");
+        files.mark_committed(1).unwrap();
+        files.mark_rebuilt(3).unwrap();
+        assert!((1..=3).all(|b| files.committed(b)) && !files.committed(4));
+        assert!(!kafka.rebuild_pending() && !kafka.committed(1));
+        files.mark_rebuilt(0).unwrap(); // nothing pending: a no-op
     }
 
     #[test]

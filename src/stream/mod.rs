@@ -305,25 +305,9 @@ pub async fn run_locked(
         ..Default::default()
     };
 
-    if cp.rebuild_pending() {
-        // A backfill landed batches in bronze only; unless this is one too (its caller
-        // rebuilds), silver and gold are rebuilt from bronze before anything else.
-        if !options.bronze_only {
-            tracing::warn!(upto = last, "Rebuilding silver and gold over batches a backfill left in bronze.");
-            let meta = IngestMeta {
-                run_id: crate::pipeline::new_run_id(chrono::Utc::now()),
-                ingest_ts_micros: chrono::Utc::now().timestamp_micros(),
-            };
-            let rebuilt = lake::session();
-            lake.register_all(&rebuilt).await?;
-            register_masters(&rebuilt, lake).await?;
-            let (_, gold) =
-                crate::pipeline::rebuild_event_tables(&rebuilt, lake, &meta, &settings.silver).await?;
-            cp.mark_rebuilt(last)?;
-            report.totals.absorb(&BatchMetrics { gold, ..Default::default() });
-        }
-    } else if let Some(p) = last_plan.filter(|p| !cp.committed(p.batch)) {
-        // Finish the last committed batch if a crash interrupted it after bronze.
+    // Finish the last batch if a crash interrupted it after its bronze commit. A backfill
+    // batch has nothing left to do: its rejects went first, silver and gold wait for the rebuild.
+    if let Some(p) = last_plan.filter(|p| !cp.committed(p.batch) && !p.bronze_only) {
         tracing::warn!(batch = p.batch, "Finishing a micro-batch interrupted after its bronze commit.");
         let txn = Txn::batch(&app_id, p.batch);
         let meta = IngestMeta { run_id: p.run_id.clone(), ingest_ts_micros: p.ingest_ts_micros };
@@ -334,6 +318,22 @@ pub async fn run_locked(
         cp.mark_committed(p.batch)?;
         report.recovered += 1;
         report.totals.absorb(&BatchMetrics { gold: m.gold, daily_rows: m.daily_rows, ..Default::default() });
+    }
+    // A backfill (by any stream of the lake) left batches in bronze only: unless this is a
+    // backfill too (its caller rebuilds), silver and gold are rebuilt from bronze first.
+    if cp.rebuild_pending() && !options.bronze_only {
+        tracing::warn!(upto = last, "Rebuilding silver and gold over batches a backfill left in bronze.");
+        let meta = IngestMeta {
+            run_id: crate::pipeline::new_run_id(chrono::Utc::now()),
+            ingest_ts_micros: chrono::Utc::now().timestamp_micros(),
+        };
+        let rebuilt = lake::session();
+        lake.register_all(&rebuilt).await?;
+        register_masters(&rebuilt, lake).await?;
+        let (_, gold) =
+            crate::pipeline::rebuild_event_tables(&rebuilt, lake, &meta, &settings.silver).await?;
+        cp.mark_rebuilt(last)?;
+        report.totals.absorb(&BatchMetrics { gold, ..Default::default() });
     }
 
     // With --once, Kafka is read up to the offsets it holds now.
@@ -413,6 +413,7 @@ pub async fn run_locked(
             input: input.clone(),
             watermark_micros: watermark,
             max_event_micros: after.max_event_micros(),
+            bronze_only: options.bronze_only,
         })?;
         let dedup_ms = dedup_started.elapsed().as_millis() as u64;
         reader.advance(&input);
@@ -563,8 +564,8 @@ pub async fn file_backlog(settings: &Settings, lake: &Lake) -> Result<(u64, u64)
 }
 
 /// True when a backfill left batches in bronze that silver and gold do not hold yet.
-pub fn rebuild_pending(lake: &Lake, source: &StreamSource) -> Result<bool> {
-    Ok(Checkpoint::open(lake, &source.name())?.rebuild_pending())
+pub fn rebuild_pending(lake: &Lake) -> Result<bool> {
+    Ok(Checkpoint::open(lake, &StreamSource::Files.name())?.rebuild_pending())
 }
 
 /// Records that silver and gold were rebuilt over every batch bronze committed for `source`.

@@ -140,11 +140,6 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
             "silver events and gold"
         });
         (events_silver, gold_metrics) = rebuild_event_tables(sctx, &lake, &meta, &settings.silver).await?;
-        // Only a backfill's batches are marked done here: a stream batch interrupted after its
-        // bronze commit still has its landing rejects to write, which its recovery does.
-        if stream::rebuild_pending(&lake)? {
-            stream::mark_rebuilt(&lake, &StreamSource::Files).await?;
-        }
         progress.done();
     }
     let silver_millis = (silver_started.elapsed().as_millis() as u64).saturating_sub(events_millis);
@@ -221,17 +216,21 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
 
 /// Rebuilds `silver_usage_events`, `silver_usage_daily` and every gold mart from bronze, in
 /// `ctx` (local, or a cluster's), which holds the lake's tables and the silver masters. Each
-/// commit covers every batch the streams committed to bronze, so none is applied again.
+/// commit covers every batch the streams committed to bronze, so none is applied again. The
+/// rebuild is marked pending while it runs (several commits), so if the process dies the next
+/// stream or run of the lake rebuilds again; then the backfill batches it covered are done.
 pub async fn rebuild_event_tables(
     ctx: &datafusion::prelude::SessionContext,
     lake: &Lake,
     meta: &IngestMeta,
     settings: &silver::SilverSettings,
 ) -> Result<(SilverMetrics, Vec<gold::GoldMetrics>)> {
+    stream::mark_rebuild_pending(lake)?;
     let covers = Txn::covering(stream::committed_batches(lake).await?);
     let (m, _) = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref()).await?;
     check_silver(&m)?;
     let gold = gold::build(ctx, lake, covers.as_ref()).await?;
+    stream::mark_rebuilt(lake, &StreamSource::Files).await?;
     Ok((m, gold))
 }
 

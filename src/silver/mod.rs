@@ -196,8 +196,8 @@ pub async fn rebuild_events(
     settings: &SilverSettings,
     txn: Option<&crate::lake::Txn>,
 ) -> Result<(SilverMetrics, DailyMetrics)> {
-    let events = build_table(ctx, lake, meta, settings, &usage_events::TABLE, txn).await?;
-    let (schema, daily) = usage_daily::build(ctx, &settings.anomaly).await?;
+    let (events, (features_schema, features)) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
+    let (schema, daily) = usage_daily::score(ctx, &settings.anomaly, features_schema, features).await?;
     let daily_metrics = daily_metrics(&daily);
     match txn {
         Some(t) => {
@@ -207,6 +207,170 @@ pub async fn rebuild_events(
     };
     crate::lake::register_batches(ctx, "silver_usage_daily", schema, daily)?;
     Ok((events, daily_metrics))
+}
+
+/// Bronze events conformed per chunk of event dates, each chunk bounded by [`CHUNK_EVENTS`].
+const CHUNK_EVENTS: i64 = 1_000_000;
+
+/// `silver_usage_events` rebuilt from all of `bronze_usage_events`, a chunk of event dates at a
+/// time (conformance is row by row, joined with the masters, so a chunk's rows are the rows it
+/// contributes to a whole-table build): each chunk is conformed, written (the first overwrites,
+/// the others append, each recording `txn`), sends its violations to quarantine and adds its
+/// daily features (a day's features come from its own events only). Memory follows a chunk
+/// plus the daily features, not the table. Returns the metrics and the daily features.
+async fn rebuild_event_rows(
+    ctx: &SessionContext,
+    lake: &Lake,
+    meta: &IngestMeta,
+    settings: &SilverSettings,
+    txn: Option<&crate::lake::Txn>,
+) -> Result<(SilverMetrics, (SchemaRef, Vec<RecordBatch>))> {
+    const ALL: &str = "__bronze_usage_events_all";
+    let started = Instant::now();
+    let _span = tracing::info_span!("stage", stage = "silver", table = "usage_events").entered();
+    let table = &usage_events::TABLE;
+    let bronze = format!("bronze_{}", table.bronze);
+    let mut m = SilverMetrics {
+        table: table.name.to_string(),
+        bronze_rows: count(ctx, &bronze).await?,
+        ..Default::default()
+    };
+    let chunks = date_chunks(ctx, &bronze).await?;
+    let provider = ctx.table_provider(bronze.as_str()).await?;
+    let _ = ctx.deregister_table(ALL)?;
+    ctx.register_table(ALL, provider.clone())?;
+    let mut features: Vec<RecordBatch> = Vec::new();
+    let mut features_schema: Option<SchemaRef> = None;
+    let mut written = false;
+    let result = async {
+        for (i, predicate) in chunks.iter().enumerate() {
+            let view = ctx.sql(&format!("SELECT * FROM {ALL} WHERE {predicate}")).await?.into_view();
+            let _ = ctx.deregister_table(bronze.as_str())?;
+            ctx.register_table(bronze.as_str(), view)?;
+            let conformed = conform_rows(ctx, table, settings, meta).await?;
+            if conformed.rows > 0 {
+                let (clean, schema) = (conformed.clean.clone(), conformed.schema.clone());
+                match (txn, written) {
+                    (Some(t), false) => {
+                        lake.overwrite_txn(Layer::Silver, table.name, clean, schema, table.partitions, t)
+                            .await?
+                    }
+                    (None, false) => {
+                        lake.overwrite(Layer::Silver, table.name, clean, schema, table.partitions).await?
+                    }
+                    (Some(t), true) => {
+                        lake.append_txn(Layer::Silver, table.name, clean, schema, table.partitions, t).await?
+                    }
+                    (None, true) => lake.append(Layer::Silver, table.name, clean, table.partitions).await?,
+                };
+                written = true;
+                const CHUNK: &str = "__silver_usage_events_chunk";
+                crate::lake::register_batches(ctx, CHUNK, conformed.schema.clone(), conformed.clean.clone())?;
+                let found = crate::lake::collect(ctx.sql(&usage_daily::features_sql(CHUNK)).await?).await;
+                let _ = ctx.deregister_table(CHUNK)?;
+                let (schema, batches) = found?;
+                features_schema = Some(schema);
+                features.extend(batches);
+            }
+            quarantine::write(ctx, lake, table.bronze, conformed.quarantine.clone()).await?;
+            m.absorb(&SilverMetrics {
+                rows: conformed.rows,
+                quarantined: conformed.quarantined,
+                imputed: conformed.imputed,
+                rules: conformed.outcomes,
+                ..Default::default()
+            });
+            if !written && i + 1 == chunks.len() {
+                // Nothing clean at all: the table exists, empty, with the declared columns.
+                match txn {
+                    Some(t) => {
+                        lake.overwrite_txn(
+                            Layer::Silver,
+                            table.name,
+                            vec![],
+                            conformed.schema,
+                            table.partitions,
+                            t,
+                        )
+                        .await?
+                    }
+                    None => {
+                        lake.overwrite(Layer::Silver, table.name, vec![], conformed.schema, table.partitions)
+                            .await?
+                    }
+                };
+            }
+        }
+        Ok::<(), Error>(())
+    }
+    .await;
+    let _ = ctx.deregister_table(bronze.as_str())?;
+    ctx.register_table(bronze.as_str(), provider)?;
+    let _ = ctx.deregister_table(ALL)?;
+    result?;
+    lake.register(ctx, Layer::Silver, table.name).await?;
+    m.millis = started.elapsed().as_millis() as u64;
+    let features_schema = match features_schema {
+        Some(s) => s,
+        // No clean event: the feature columns as the query declares them over the empty table.
+        None => {
+            crate::lake::collect(ctx.sql(&usage_daily::features_sql("silver_usage_events")).await?).await?.0
+        }
+    };
+    tracing::info!(
+        rows = m.rows,
+        quarantined = m.quarantined,
+        chunks = chunks.len(),
+        millis = m.millis,
+        "Silver built."
+    );
+    Ok((m, (features_schema, features)))
+}
+
+/// SQL predicates over `event_date` that split `bronze` into chunks of at most
+/// [`CHUNK_EVENTS`] rows (a single date may exceed it), the last one also taking rows without a
+/// date; at least one chunk.
+async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<Vec<String>> {
+    use datafusion::arrow::datatypes::Int64Type;
+    let batches = ctx
+        .sql(&format!(
+            "SELECT CAST(event_date AS VARCHAR), count(*) FROM {bronze} WHERE event_date IS NOT NULL \
+             GROUP BY 1 ORDER BY 1"
+        ))
+        .await?
+        .collect()
+        .await?;
+    let mut chunks: Vec<Vec<String>> = vec![vec![]];
+    let mut rows = 0i64;
+    for b in &batches {
+        let dates = cast(b.column(0), &DataType::Utf8)?;
+        let dates = dates.as_string::<i32>();
+        let counts = b.column(1).as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let current = chunks.last_mut().expect("at least one chunk");
+            if !current.is_empty() && rows + counts.value(i) > CHUNK_EVENTS {
+                chunks.push(vec![]);
+                rows = 0;
+            }
+            chunks.last_mut().expect("at least one chunk").push(format!("DATE '{}'", dates.value(i)));
+            rows += counts.value(i);
+        }
+    }
+    let n = chunks.len();
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, dates)| {
+            let mut parts = Vec::new();
+            if !dates.is_empty() {
+                parts.push(format!("event_date IN ({})", dates.join(", ")));
+            }
+            if i + 1 == n {
+                parts.push("event_date IS NULL".to_string());
+            }
+            format!("({})", parts.join(" OR "))
+        })
+        .collect())
 }
 
 async fn build_table(

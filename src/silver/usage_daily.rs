@@ -41,6 +41,22 @@ pub async fn build(ctx: &SessionContext, cfg: &AnomalyConfig) -> Result<(SchemaR
     scored(ctx, cfg, "silver_usage_events").await
 }
 
+/// Scores daily features computed elsewhere (the rows of [`features_sql`], in any order, each
+/// (org, date, service) once): the rows of a full [`build`] when they cover every event.
+pub async fn score(
+    ctx: &SessionContext,
+    cfg: &AnomalyConfig,
+    schema: SchemaRef,
+    features: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    const FEATURES: &str = "__usage_daily_features";
+    crate::lake::register_batches(ctx, FEATURES, schema, features)?;
+    let scored =
+        scored_sql(ctx, cfg, &format!("SELECT * FROM {FEATURES} ORDER BY org_id, service, usage_date")).await;
+    let _ = ctx.deregister_table(FEATURES)?;
+    scored
+}
+
 /// Relation names [`for_batch`] registers while it runs.
 const BATCH: &str = "__usage_daily_batch";
 const DELTA: &str = "__usage_daily_delta";

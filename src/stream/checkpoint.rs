@@ -158,15 +158,18 @@ impl Checkpoint {
         write_atomically(&self.rebuild_marker(), b"")
     }
 
-    /// Records that a rebuild covered every batch up to `last`: each is marked committed, then
-    /// the pending mark goes.
+    /// Records that a rebuild covered every batch up to `last`: each backfill batch is marked
+    /// committed (an interrupted stream batch is not: its recovery still writes its landing
+    /// rejects), then the pending mark goes.
     pub fn mark_rebuilt(&self, last: i64) -> Result<()> {
+        let mut marked = false;
         for batch in 1..=last {
-            if !self.committed(batch) {
+            if !self.committed(batch) && self.planned(batch).is_ok_and(|p| p.bronze_only) {
                 write_atomically(&self.commit_marker(batch), b"")?;
+                marked = true;
             }
         }
-        if last > 0 {
+        if marked {
             write_atomically(&self.dir.join("latest"), last.to_string().as_bytes())?;
         }
         let marker = self.rebuild_marker();
@@ -281,9 +284,23 @@ mod tests {
         assert!(!files.rebuild_pending() && !kafka.rebuild_pending());
         files.mark_rebuild_pending().unwrap();
         assert!(kafka.rebuild_pending(), "every stream of the lake sees it");
+        for batch in 1..=4 {
+            let p = Planned {
+                batch,
+                run_id: format!("r{batch}"),
+                ingest_ts_micros: batch,
+                input: Input::Files(vec![format!("f{batch}")]),
+                watermark_micros: None,
+                max_event_micros: None,
+                bronze_only: batch != 2,
+            };
+            files.write_planned(&p).unwrap();
+        }
         files.mark_committed(1).unwrap();
         files.mark_rebuilt(3).unwrap();
-        assert!((1..=3).all(|b| files.committed(b)) && !files.committed(4));
+        // Backfill batches are done; batch 2, an interrupted stream batch, waits for its recovery.
+        assert!(files.committed(1) && files.committed(3));
+        assert!(!files.committed(2) && !files.committed(4));
         assert!(!kafka.rebuild_pending() && !kafka.committed(1));
         files.mark_rebuilt(0).unwrap(); // nothing pending: a no-op
     }

@@ -332,7 +332,6 @@ pub async fn run_locked(
         register_masters(&rebuilt, lake).await?;
         let (_, gold) =
             crate::pipeline::rebuild_event_tables(&rebuilt, lake, &meta, &settings.silver).await?;
-        cp.mark_rebuilt(last)?;
         report.totals.absorb(&BatchMetrics { gold, ..Default::default() });
     }
 
@@ -563,12 +562,19 @@ pub async fn file_backlog(settings: &Settings, lake: &Lake) -> Result<(u64, u64)
     files::FileSource::new(&settings.landing, settings.stream.file_settle, read)?.sizes()
 }
 
+/// Records that silver and gold are about to be rebuilt (or that a backfill begins): until
+/// [`mark_rebuilt`], the next stream or run of the lake rebuilds first.
+pub fn mark_rebuild_pending(lake: &Lake) -> Result<()> {
+    Checkpoint::open(lake, &StreamSource::Files.name())?.mark_rebuild_pending()
+}
+
 /// True when a backfill left batches in bronze that silver and gold do not hold yet.
 pub fn rebuild_pending(lake: &Lake) -> Result<bool> {
     Ok(Checkpoint::open(lake, &StreamSource::Files.name())?.rebuild_pending())
 }
 
-/// Records that silver and gold were rebuilt over every batch bronze committed for `source`.
+/// Records that silver and gold were rebuilt over every batch bronze committed for `source`
+/// (its backfill batches are done) and clears the pending mark.
 pub async fn mark_rebuilt(lake: &Lake, source: &StreamSource) -> Result<()> {
     let app_id = format!("cloudlake.stream.{}", source.name());
     let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);

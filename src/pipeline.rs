@@ -123,7 +123,7 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
     }
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
-        _ if backfill || stream::rebuild_pending(&lake)? => true,
+        _ if backfill || stream::rebuild_pending(&lake) => true,
         Some(prev) if !settings.full_refresh && prev.settings_fingerprint == fingerprint => {
             !gold::event_marts_exist(&lake).await?
                 || !lake.exists(Layer::Silver, "usage_daily").await?

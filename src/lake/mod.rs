@@ -316,6 +316,24 @@ impl Lake {
         self.write(layer, name, batches, partitions, SaveMode::Overwrite, Some(txn)).await
     }
 
+    /// Overwrites or appends `batches` (an empty overwrite writes an empty table with `schema`),
+    /// recording `txn` when given: [`Lake::overwrite`] and [`Lake::append`] with the mode and
+    /// the transaction chosen at run time.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn save(
+        &self,
+        layer: Layer,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        partitions: &[&str],
+        mode: SaveMode,
+        txn: Option<&Txn>,
+    ) -> Result<DeltaTable> {
+        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
+        self.write(layer, name, batches, partitions, mode, txn).await
+    }
+
     async fn write(
         &self,
         layer: Layer,

@@ -33,6 +33,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
+use deltalake::protocol::SaveMode;
 use serde::{Deserialize, Serialize};
 
 use crate::lake::{Lake, Layer};
@@ -226,80 +227,46 @@ async fn rebuild_event_rows(
     txn: Option<&crate::lake::Txn>,
 ) -> Result<(SilverMetrics, (SchemaRef, Vec<RecordBatch>))> {
     const ALL: &str = "__bronze_usage_events_all";
+    const CHUNK: &str = "__silver_usage_events_chunk";
     let started = Instant::now();
     let _span = tracing::info_span!("stage", stage = "silver", table = "usage_events").entered();
     let table = &usage_events::TABLE;
     let bronze = format!("bronze_{}", table.bronze);
-    let mut m = SilverMetrics {
-        table: table.name.to_string(),
-        bronze_rows: count(ctx, &bronze).await?,
-        ..Default::default()
-    };
-    let chunks = date_chunks(ctx, &bronze).await?;
+    let (chunks, bronze_rows) = date_chunks(ctx, &bronze).await?;
+    let mut m = SilverMetrics { table: table.name.to_string(), bronze_rows, ..Default::default() };
     let provider = ctx.table_provider(bronze.as_str()).await?;
     let _ = ctx.deregister_table(ALL)?;
     ctx.register_table(ALL, provider.clone())?;
     let mut features: Vec<RecordBatch> = Vec::new();
     let mut features_schema: Option<SchemaRef> = None;
-    let mut written = false;
     let result = async {
         for (i, predicate) in chunks.iter().enumerate() {
             let view = ctx.sql(&format!("SELECT * FROM {ALL} WHERE {predicate}")).await?.into_view();
             let _ = ctx.deregister_table(bronze.as_str())?;
             ctx.register_table(bronze.as_str(), view)?;
-            let conformed = conform_rows(ctx, table, settings, meta).await?;
-            if conformed.rows > 0 {
-                let (clean, schema) = (conformed.clean.clone(), conformed.schema.clone());
-                match (txn, written) {
-                    (Some(t), false) => {
-                        lake.overwrite_txn(Layer::Silver, table.name, clean, schema, table.partitions, t)
-                            .await?
-                    }
-                    (None, false) => {
-                        lake.overwrite(Layer::Silver, table.name, clean, schema, table.partitions).await?
-                    }
-                    (Some(t), true) => {
-                        lake.append_txn(Layer::Silver, table.name, clean, schema, table.partitions, t).await?
-                    }
-                    (None, true) => lake.append(Layer::Silver, table.name, clean, table.partitions).await?,
-                };
-                written = true;
-                const CHUNK: &str = "__silver_usage_events_chunk";
-                crate::lake::register_batches(ctx, CHUNK, conformed.schema.clone(), conformed.clean.clone())?;
+            let c = conform_rows(ctx, table, settings, meta).await?;
+            // The first chunk replaces the table (empty or not), the others add to it.
+            if i == 0 || c.rows > 0 {
+                let mode = if i == 0 { SaveMode::Overwrite } else { SaveMode::Append };
+                let (clean, schema) = (c.clean.clone(), c.schema.clone());
+                lake.save(Layer::Silver, table.name, clean, schema, table.partitions, mode, txn).await?;
+            }
+            if c.rows > 0 {
+                crate::lake::register_batches(ctx, CHUNK, c.schema.clone(), c.clean.clone())?;
                 let found = crate::lake::collect(ctx.sql(&usage_daily::features_sql(CHUNK)).await?).await;
                 let _ = ctx.deregister_table(CHUNK)?;
                 let (schema, batches) = found?;
                 features_schema = Some(schema);
                 features.extend(batches);
             }
-            quarantine::write(ctx, lake, table.bronze, conformed.quarantine.clone()).await?;
+            quarantine::write(ctx, lake, table.bronze, c.quarantine).await?;
             m.absorb(&SilverMetrics {
-                rows: conformed.rows,
-                quarantined: conformed.quarantined,
-                imputed: conformed.imputed,
-                rules: conformed.outcomes,
+                rows: c.rows,
+                quarantined: c.quarantined,
+                imputed: c.imputed,
+                rules: c.outcomes,
                 ..Default::default()
             });
-            if !written && i + 1 == chunks.len() {
-                // Nothing clean at all: the table exists, empty, with the declared columns.
-                match txn {
-                    Some(t) => {
-                        lake.overwrite_txn(
-                            Layer::Silver,
-                            table.name,
-                            vec![],
-                            conformed.schema,
-                            table.partitions,
-                            t,
-                        )
-                        .await?
-                    }
-                    None => {
-                        lake.overwrite(Layer::Silver, table.name, vec![], conformed.schema, table.partitions)
-                            .await?
-                    }
-                };
-            }
         }
         Ok::<(), Error>(())
     }
@@ -329,35 +296,37 @@ async fn rebuild_event_rows(
 
 /// SQL predicates over `event_date` that split `bronze` into chunks of at most
 /// [`CHUNK_EVENTS`] rows (a single date may exceed it), the last one also taking rows without a
-/// date; at least one chunk.
-async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<Vec<String>> {
+/// date (at least one chunk); and the table's row count.
+async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<(Vec<String>, u64)> {
     use datafusion::arrow::datatypes::Int64Type;
     let batches = ctx
-        .sql(&format!(
-            "SELECT CAST(event_date AS VARCHAR), count(*) FROM {bronze} WHERE event_date IS NOT NULL \
-             GROUP BY 1 ORDER BY 1"
-        ))
+        .sql(&format!("SELECT CAST(event_date AS VARCHAR), count(*) FROM {bronze} GROUP BY 1 ORDER BY 1"))
         .await?
         .collect()
         .await?;
     let mut chunks: Vec<Vec<String>> = vec![vec![]];
-    let mut rows = 0i64;
+    let (mut rows, mut total) = (0i64, 0i64);
     for b in &batches {
         let dates = cast(b.column(0), &DataType::Utf8)?;
         let dates = dates.as_string::<i32>();
         let counts = b.column(1).as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
-            let current = chunks.last_mut().expect("at least one chunk");
-            if !current.is_empty() && rows + counts.value(i) > CHUNK_EVENTS {
+            total += counts.value(i);
+            if dates.is_null(i) {
+                continue; // rows without a date go with the last chunk
+            }
+            if rows + counts.value(i) > CHUNK_EVENTS && chunks.last().is_some_and(|c| !c.is_empty()) {
                 chunks.push(vec![]);
                 rows = 0;
             }
-            chunks.last_mut().expect("at least one chunk").push(format!("DATE '{}'", dates.value(i)));
             rows += counts.value(i);
+            if let Some(current) = chunks.last_mut() {
+                current.push(format!("DATE '{}'", dates.value(i)));
+            }
         }
     }
     let n = chunks.len();
-    Ok(chunks
+    let predicates = chunks
         .into_iter()
         .enumerate()
         .map(|(i, dates)| {
@@ -370,7 +339,8 @@ async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<Vec<String>> 
             }
             format!("({})", parts.join(" OR "))
         })
-        .collect())
+        .collect();
+    Ok((predicates, total.max(0) as u64))
 }
 
 async fn build_table(

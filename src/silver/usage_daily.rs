@@ -36,13 +36,9 @@ pub fn features_sql(relation: &str) -> String {
     )
 }
 
-/// Builds the table: features from DataFusion, then scores per (org, service) series.
-pub async fn build(ctx: &SessionContext, cfg: &AnomalyConfig) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    scored(ctx, cfg, "silver_usage_events").await
-}
-
-/// Scores daily features computed elsewhere (the rows of [`features_sql`], in any order, each
-/// (org, date, service) once): the rows of a full [`build`] when they cover every event.
+/// Scores daily features (the rows of [`features_sql`], in any order, each (org, date, service)
+/// once): the whole table when they cover every event (a full rebuild computes them a chunk of
+/// dates at a time, see [`crate::silver::rebuild_events`]).
 pub async fn score(
     ctx: &SessionContext,
     cfg: &AnomalyConfig,
@@ -82,7 +78,7 @@ const SUMS: &[(&str, &str)] = &[
 /// affected (their features, or the trailing baseline their scores use, include a touched day);
 /// they are scored over a range that starts `window_days` earlier, so every baseline is
 /// complete. Only those days of `silver_usage_daily` are read, never the events. The rows equal
-/// those of a full [`build`] (tested).
+/// those of a full rebuild (tested).
 pub async fn for_batch(
     ctx: &SessionContext,
     cfg: &AnomalyConfig,
@@ -169,15 +165,6 @@ pub async fn for_batch(
     }
     let (schema, affected) = affected?;
     Ok((schema, affected.into_iter().filter(|b| b.num_rows() > 0).collect()))
-}
-
-/// Features over `relation`, then scores per (org, service) series.
-async fn scored(
-    ctx: &SessionContext,
-    cfg: &AnomalyConfig,
-    relation: &str,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    scored_sql(ctx, cfg, &features_sql(relation)).await
 }
 
 /// Scores the daily features `sql` returns, ordered by org, service and date, per series.

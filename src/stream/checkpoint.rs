@@ -141,26 +141,9 @@ impl Checkpoint {
         write_atomically(&self.dir.join("latest"), batch.to_string().as_bytes())
     }
 
-    /// Lake-wide (beside every stream's folder): whatever stream runs next must rebuild first.
-    fn rebuild_marker(&self) -> PathBuf {
-        self.dir.parent().unwrap_or(&self.dir).join("rebuild-pending")
-    }
-
-    /// True when batches landed in bronze only (a backfill, by any stream of the lake) and
-    /// silver and gold still have to be rebuilt from bronze to hold them.
-    pub fn rebuild_pending(&self) -> bool {
-        self.rebuild_marker().is_file()
-    }
-
-    /// Records that bronze is about to receive batches that silver and gold do not follow; set
-    /// before the first such commit, so a crash leaves it set.
-    pub fn mark_rebuild_pending(&self) -> Result<()> {
-        write_atomically(&self.rebuild_marker(), b"")
-    }
-
     /// Records that a rebuild covered every batch up to `last`: each backfill batch is marked
     /// committed (an interrupted stream batch is not: its recovery still writes its landing
-    /// rejects), then the pending mark goes.
+    /// rejects).
     pub fn mark_rebuilt(&self, last: i64) -> Result<()> {
         let mut marked = false;
         for batch in 1..=last {
@@ -172,11 +155,37 @@ impl Checkpoint {
         if marked {
             write_atomically(&self.dir.join("latest"), last.to_string().as_bytes())?;
         }
-        let marker = self.rebuild_marker();
-        match std::fs::remove_file(&marker) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&marker, e)),
-            _ => Ok(()),
-        }
+        Ok(())
+    }
+}
+
+/// The lake-wide mark (beside every stream's folder) that silver and gold must be rebuilt from
+/// bronze before anything else: a backfill landed batches in bronze only, or a rebuild (several
+/// commits) was interrupted.
+fn rebuild_marker(lake: &Lake) -> PathBuf {
+    lake.state_dir().join("_checkpoints").join("rebuild-pending")
+}
+
+/// True when the next stream or run of `lake` must rebuild silver and gold first.
+pub fn rebuild_pending(lake: &Lake) -> bool {
+    rebuild_marker(lake).is_file()
+}
+
+/// Sets the mark, before the first commit it covers, so a crash leaves it set.
+pub fn mark_rebuild_pending(lake: &Lake) -> Result<()> {
+    let marker = rebuild_marker(lake);
+    if let Some(dir) = marker.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomically(&marker, b"")
+}
+
+/// Clears the mark, once a rebuild committed.
+pub fn clear_rebuild_pending(lake: &Lake) -> Result<()> {
+    let marker = rebuild_marker(lake);
+    match std::fs::remove_file(&marker) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&marker, e)),
+        _ => Ok(()),
     }
 }
 
@@ -276,14 +285,14 @@ mod tests {
     }
 
     #[test]
-    fn a_pending_rebuild_is_lake_wide_and_a_rebuild_marks_every_batch_committed() {
+    fn a_pending_rebuild_is_lake_wide_and_a_rebuild_marks_backfill_batches_committed() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::new(dir.path()).unwrap();
         let files = Checkpoint::open(&lake, "files").unwrap();
         let kafka = Checkpoint::open(&lake, "kafka").unwrap();
-        assert!(!files.rebuild_pending() && !kafka.rebuild_pending());
-        files.mark_rebuild_pending().unwrap();
-        assert!(kafka.rebuild_pending(), "every stream of the lake sees it");
+        assert!(!rebuild_pending(&lake));
+        mark_rebuild_pending(&lake).unwrap();
+        assert!(rebuild_pending(&lake), "one mark for every stream of the lake");
         for batch in 1..=4 {
             let p = Planned {
                 batch,
@@ -301,8 +310,10 @@ mod tests {
         // Backfill batches are done; batch 2, an interrupted stream batch, waits for its recovery.
         assert!(files.committed(1) && files.committed(3));
         assert!(!files.committed(2) && !files.committed(4));
-        assert!(!kafka.rebuild_pending() && !kafka.committed(1));
-        files.mark_rebuilt(0).unwrap(); // nothing pending: a no-op
+        assert!(!kafka.committed(1));
+        clear_rebuild_pending(&lake).unwrap();
+        assert!(!rebuild_pending(&lake));
+        clear_rebuild_pending(&lake).unwrap(); // nothing pending: a no-op
     }
 
     #[test]

@@ -321,7 +321,7 @@ pub async fn run_locked(
     }
     // A backfill (by any stream of the lake) left batches in bronze only: unless this is a
     // backfill too (its caller rebuilds), silver and gold are rebuilt from bronze first.
-    if cp.rebuild_pending() && !options.bronze_only {
+    if checkpoint::rebuild_pending(lake) && !options.bronze_only {
         tracing::warn!(upto = last, "Rebuilding silver and gold over batches a backfill left in bronze.");
         let meta = IngestMeta {
             run_id: crate::pipeline::new_run_id(chrono::Utc::now()),
@@ -333,6 +333,11 @@ pub async fn run_locked(
         let (_, gold) =
             crate::pipeline::rebuild_event_tables(&rebuilt, lake, &meta, &settings.silver).await?;
         report.totals.absorb(&BatchMetrics { gold, ..Default::default() });
+    }
+
+    if options.bronze_only {
+        // Set before the first bronze-only commit: a crash before the caller's rebuild leaves it.
+        checkpoint::mark_rebuild_pending(lake)?;
     }
 
     // With --once, Kafka is read up to the offsets it holds now.
@@ -421,9 +426,6 @@ pub async fn run_locked(
         // next Kafka batch is fetched and parsed.
         let work = async {
             if options.bronze_only {
-                if !cp.rebuild_pending() {
-                    cp.mark_rebuild_pending()?;
-                }
                 batch::bronze_only(&env, &txn, new_rows.clone(), &landed.rejects, &meta).await
             } else {
                 let rows = batch::Rows::New(new_rows.clone());
@@ -562,23 +564,15 @@ pub async fn file_backlog(settings: &Settings, lake: &Lake) -> Result<(u64, u64)
     files::FileSource::new(&settings.landing, settings.stream.file_settle, read)?.sizes()
 }
 
-/// Records that silver and gold are about to be rebuilt (or that a backfill begins): until
-/// [`mark_rebuilt`], the next stream or run of the lake rebuilds first.
-pub fn mark_rebuild_pending(lake: &Lake) -> Result<()> {
-    Checkpoint::open(lake, &StreamSource::Files.name())?.mark_rebuild_pending()
-}
-
-/// True when a backfill left batches in bronze that silver and gold do not hold yet.
-pub fn rebuild_pending(lake: &Lake) -> Result<bool> {
-    Ok(Checkpoint::open(lake, &StreamSource::Files.name())?.rebuild_pending())
-}
+pub use checkpoint::{mark_rebuild_pending, rebuild_pending};
 
 /// Records that silver and gold were rebuilt over every batch bronze committed for `source`
 /// (its backfill batches are done) and clears the pending mark.
 pub async fn mark_rebuilt(lake: &Lake, source: &StreamSource) -> Result<()> {
     let app_id = format!("cloudlake.stream.{}", source.name());
     let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
-    Checkpoint::open(lake, &source.name())?.mark_rebuilt(last)
+    Checkpoint::open(lake, &source.name())?.mark_rebuilt(last)?;
+    checkpoint::clear_rebuild_pending(lake)
 }
 
 /// Every stream of the lake (a folder under `_checkpoints/`) with the last batch bronze

@@ -184,6 +184,29 @@ async fn merge_one(ctx: &SessionContext, lake: &Lake, mart: &Mart, txn: &Txn) ->
     Ok(m)
 }
 
+/// A micro-batch's gold step when it changed most of the daily table (unordered events touch
+/// nearly every series): each event mart recomputed from the whole `silver_usage_daily` in `ctx`
+/// (the stream's in-memory copy, already holding the batch) and overwritten, the marts
+/// concurrently, each commit recording `txn`; a mart that already recorded it is left as it is.
+/// Cheaper than reading each mart back to upsert most of its rows, and the same rows.
+pub async fn rebuild_event_marts(ctx: &SessionContext, lake: &Lake, txn: &Txn) -> Result<Vec<GoldMetrics>> {
+    let marts = MARTS.iter().filter(|m| m.scope == Scope::Events).map(|mart| async move {
+        let started = Instant::now();
+        let mut m =
+            GoldMetrics { mart: mart.name.to_string(), refresh: "unchanged".into(), ..Default::default() };
+        if lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?.is_some_and(|v| v >= txn.version) {
+            return Ok(m);
+        }
+        let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
+        m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+        lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
+        m.refresh = "full".into();
+        m.millis = started.elapsed().as_millis() as u64;
+        Ok::<_, crate::Error>(m)
+    });
+    futures::future::try_join_all(marts).await
+}
+
 /// Rebuilds the marts that depend on everything (`org_health`) from the silver tables in `ctx`,
 /// recording `txn`; skipped when they already recorded it. Batch marts are left as they are.
 pub async fn rebuild_always(ctx: &SessionContext, lake: &Lake, txn: &Txn) -> Result<Vec<GoldMetrics>> {

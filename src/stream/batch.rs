@@ -15,7 +15,8 @@ use crate::bronze::{self, BronzeMetrics, usage_events};
 use crate::gold::{self, GoldMetrics};
 use crate::lake::{Lake, Layer, Txn, first_per_key, register_batches};
 use crate::landing::{IngestMeta, Reject};
-use crate::silver::{self, SilverMetrics, SilverSettings, usage_daily};
+use crate::silver::usage_daily::{self, DailySeries};
+use crate::silver::{self, SilverMetrics, SilverSettings};
 use crate::{Result, quarantine};
 
 use super::state::{EVENT_ID, EVENT_TS, EventState};
@@ -67,6 +68,21 @@ pub(crate) struct Env<'a> {
     pub lake: &'a Lake,
     pub ctx: &'a SessionContext,
     pub silver: &'a SilverSettings,
+    /// `silver_usage_daily` in memory between batches (None: load it from the lake when needed).
+    pub daily: std::sync::Mutex<Option<DailySeries>>,
+}
+
+impl Env<'_> {
+    /// The daily series held between batches, taken out while a batch runs (a batch that fails
+    /// leaves none, and the next one loads them from the lake).
+    fn take_daily(&self) -> Option<DailySeries> {
+        self.daily.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Keeps the daily series for the next batch, once this one committed them.
+    fn keep_daily(&self, series: DailySeries) {
+        *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(series);
+    }
 }
 
 /// Dedup of landed rows by event_id: first within the batch, then against the state (recent
@@ -284,31 +300,43 @@ pub(crate) async fn downstream(
         futures::future::try_join(bronze, silver::conform_rows(ctx, table, env.silver, meta)).await?;
     let _ = ctx.deregister_table("bronze_usage_events")?;
     lap.step("bronze+conform");
-    if conformed.rows > 0 && !applied(Layer::Silver, "usage_events").await? {
-        lake.append_txn(
-            Layer::Silver,
-            table.name,
-            conformed.clean.clone(),
-            conformed.schema.clone(),
-            table.partitions,
-            txn,
-        )
-        .await?;
-    }
-    lap.step("silver");
-    let mut q = conformed.quarantine.clone();
-    if !rejects.is_empty() {
-        q.insert(0, quarantine::rejects_batch(rejects, meta)?);
-    }
-    let mut new_rejects = 0;
-    if !q.is_empty() && !applied(Layer::Quarantine, "usage_events").await? {
-        // Bronze rejects new to quarantine are counted for bronze (the others are replays).
+
+    // Silver rows (written on a task of their own), quarantine, and the daily features and
+    // gold of the same rows, concurrently: each commit records `txn` on its own.
+    let silver_append = {
+        let skip = conformed.rows == 0 || applied(Layer::Silver, "usage_events").await?;
+        let (lake, txn) = (lake.clone(), txn.clone());
+        let (rows, schema) = (conformed.clean.clone(), conformed.schema.clone());
+        let (name, partitions) = (table.name, table.partitions);
+        tokio::spawn(async move {
+            if !skip {
+                lake.append_txn(Layer::Silver, name, rows, schema, partitions, &txn).await?;
+            }
+            Ok::<(), crate::Error>(())
+        })
+    };
+    let quarantined = async {
+        let mut q = conformed.quarantine.clone();
         if !rejects.is_empty() {
-            new_rejects = count_new_rejects(env, q[0].clone()).await?;
+            q.insert(0, quarantine::rejects_batch(rejects, meta)?);
         }
-        quarantine::write_txn(ctx, lake, usage_events::SOURCE.name, q, Some(txn)).await?;
-    }
-    lap.step("quarantine");
+        let mut new_rejects = 0;
+        if !q.is_empty() && !applied(Layer::Quarantine, "usage_events").await? {
+            // Bronze rejects new to quarantine are counted for bronze (the others are replays).
+            if !rejects.is_empty() {
+                new_rejects = count_new_rejects(env, q[0].clone()).await?;
+            }
+            quarantine::write_txn(ctx, lake, usage_events::SOURCE.name, q, Some(txn)).await?;
+        }
+        Ok::<u64, crate::Error>(new_rejects)
+    };
+    let daily = daily_and_gold(env, txn, conformed.clean.clone(), replay);
+    let (new_rejects, (daily_rows, gold)) = futures::future::try_join(quarantined, daily).await?;
+    silver_append
+        .await
+        .map_err(|e| crate::Error::Internal(format!("the silver append task failed: {e}")))??;
+    lap.step("silver+daily+gold");
+
     m.bronze.quarantined = new_rejects;
     m.bronze.millis = bronze_ms;
     m.silver = SilverMetrics {
@@ -322,40 +350,82 @@ pub(crate) async fn downstream(
         millis: 0,
     };
     m.corrected_keys = corrected_keys(&conformed.clean, watermark)?;
-
-    // Daily features of the touched series (the previous days plus the batch), then gold.
-    let daily_applied = applied(Layer::Silver, "usage_daily").await?;
-    lake.register(ctx, Layer::Silver, "usage_daily").await?;
-    let (schema, affected) =
-        usage_daily::for_batch(ctx, &env.silver.anomaly, conformed.clean.clone(), daily_applied).await?;
-    m.daily_rows = affected.iter().map(|b| b.num_rows() as u64).sum();
-    lap.step("daily_features");
-    if m.daily_rows > 0 {
-        // The daily table and the event marts are independent commits: run them together.
-        let daily = async {
-            if daily_applied {
-                return Ok(());
-            }
-            if lake.open(Layer::Silver, "usage_daily").await?.is_some() {
-                let keys = ["org_id", "usage_date", "service"];
-                lake.merge_txn(ctx, Layer::Silver, "usage_daily", affected.clone(), &keys, Some(txn)).await?;
-            } else {
-                lake.append_txn(Layer::Silver, "usage_daily", affected.clone(), schema.clone(), &[], txn)
-                    .await?;
-            }
-            Ok::<(), crate::Error>(())
-        };
-        let marts = gold::merge_event_marts(ctx, lake, (schema.clone(), affected.clone()), txn);
-        let ((), mut gold) = futures::future::try_join(daily, marts).await?;
-        lap.step("merges");
-        lake.register(ctx, Layer::Silver, "usage_daily").await?;
-        gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
-        lap.step("org_health");
-        m.gold = gold;
-    }
+    m.daily_rows = daily_rows;
+    m.gold = gold;
     m.silver.millis = started.elapsed().as_millis() as u64;
     tracing::debug!(steps = %lap, daily_rows = m.daily_rows, "Micro-batch downstream steps.");
     Ok(m)
+}
+
+/// The daily features of the series a batch's clean rows touch, then gold: returns the daily
+/// rows changed and the marts' figures. The stream's in-memory [`DailySeries`] (loaded from the
+/// lake when it holds none) takes the batch's sums; when the changed rows are a quarter of the
+/// table or more, the daily table and the event marts are rewritten whole from it, otherwise
+/// the changed rows are upserted. A batch whose daily commit already happened (a replay after
+/// a crash) reads its changed rows back from the lake instead, and the series are loaded again
+/// by the next batch; so are they after any failure.
+async fn daily_and_gold(
+    env: &Env<'_>,
+    txn: &Txn,
+    clean: Vec<RecordBatch>,
+    replay: bool,
+) -> Result<(u64, Vec<GoldMetrics>)> {
+    let (lake, ctx, cfg) = (env.lake, env.ctx, &env.silver.anomaly);
+    let mut lap = Lap::new();
+    let held = env.take_daily();
+    let applied = replay
+        && lake
+            .txn_version(Layer::Silver, "usage_daily", &txn.app_id)
+            .await?
+            .is_some_and(|v| v >= txn.version);
+    if applied {
+        lake.register(ctx, Layer::Silver, "usage_daily").await?;
+        let (schema, affected) = usage_daily::for_batch(ctx, cfg, clean, true).await?;
+        let rows = affected.iter().map(|b| b.num_rows() as u64).sum();
+        if rows == 0 {
+            return Ok((0, vec![]));
+        }
+        let mut gold = gold::merge_event_marts(ctx, lake, (schema, affected), txn).await?;
+        gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
+        return Ok((rows, gold));
+    }
+    let mut series = match held {
+        Some(s) => s,
+        None => DailySeries::load(ctx, lake).await?,
+    };
+    lap.step("load");
+    let delta = usage_daily::batch_features(ctx, clean).await?;
+    lap.step("sums");
+    let Some(affected) = series.apply(&delta, cfg)?.filter(|b| b.num_rows() > 0) else {
+        env.keep_daily(series);
+        return Ok((0, vec![]));
+    };
+    lap.step("scores");
+    let rows = affected.num_rows() as u64;
+    let mut gold = if affected.num_rows().saturating_mul(4) >= series.len() {
+        let all = series.to_batch()?;
+        let schema = all.schema();
+        register_batches(ctx, "silver_usage_daily", schema.clone(), vec![all.clone()])?;
+        let daily = lake.overwrite_txn(Layer::Silver, "usage_daily", vec![all], schema, &[], txn);
+        let marts = gold::rebuild_event_marts(ctx, lake, txn);
+        futures::future::try_join(daily, marts).await?.1
+    } else {
+        let keys = ["org_id", "usage_date", "service"];
+        let daily =
+            lake.merge_txn(ctx, Layer::Silver, "usage_daily", vec![affected.clone()], &keys, Some(txn));
+        let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected]), txn);
+        let gold = futures::future::try_join(daily, marts).await?.1;
+        lake.register(ctx, Layer::Silver, "usage_daily").await?;
+        gold
+    };
+    lap.step("daily+marts");
+    gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
+    // The whole table in memory is not needed once org_health is built.
+    let _ = ctx.deregister_table("silver_usage_daily")?;
+    lap.step("org_health");
+    tracing::debug!(steps = %lap, rows, table = series.len(), "Daily features and gold.");
+    env.keep_daily(series);
+    Ok((rows, gold))
 }
 
 /// Wall time of consecutive steps, for the debug log.

@@ -265,7 +265,7 @@ pub async fn run_locked(
     let cp = Checkpoint::open(lake, &name)?;
     let ctx = lake::session();
     register_masters(&ctx, lake).await?;
-    let env = Env { lake, ctx: &ctx, silver: &settings.silver };
+    let env = Env { lake, ctx: &ctx, silver: &settings.silver, daily: Default::default() };
 
     // Where the committed batches left off.
     let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);

@@ -124,7 +124,7 @@ async fn marts_over_the_real_data_reconcile_to_the_cent() {
 }
 
 #[tokio::test]
-async fn new_event_files_merge_only_touched_keys_and_equal_a_full_rebuild() {
+async fn new_event_files_update_only_event_marts_and_equal_a_full_rebuild() {
     // First delivery: 100 of the 120 event files. The rest arrive later; since every file spans
     // the whole period, they touch old days too (late data).
     let landing = tempfile::tempdir().unwrap();
@@ -139,32 +139,58 @@ async fn new_event_files_merge_only_touched_keys_and_equal_a_full_rebuild() {
     // The first run builds every mart from scratch; the events then arrive as micro-batches.
     let first = run(landing.path(), lake.path()).await.unwrap();
     assert!(first.gold.iter().all(|m| m.refresh.starts_with("full")), "{:?}", first.gold);
+    let table_rows = sql_i64(lake.path(), "SELECT count(*) FROM silver_usage_daily").await as u64;
 
+    // 20 files over the whole period change most daily rows (a day's own features, or the
+    // trailing baseline of the 28 days after it): the event marts are rewritten whole from the
+    // daily series; the batch marts are left as they are.
     for i in 100..120 {
         let name = format!("events_part_{i:04}.jsonl");
         std::fs::rename(held.path().join(&name), ev.join(&name)).unwrap();
     }
     let second = run(landing.path(), lake.path()).await.unwrap();
-    let refresh: Vec<(&str, &str)> =
-        second.gold.iter().map(|m| (m.mart.as_str(), m.refresh.as_str())).collect();
-    assert_eq!(
-        refresh,
-        vec![
-            ("org_daily_usage_by_service", "merge"),
-            ("cost_anomaly_mart", "merge"),
-            ("genai_tokens_by_org_date", "merge"),
+    let refresh = |r: &cloudlake::report::RunReport| -> Vec<(String, String)> {
+        r.gold.iter().map(|m| (m.mart.clone(), m.refresh.clone())).collect()
+    };
+    let expect = |events: &str| -> Vec<(String, String)> {
+        [
+            ("org_daily_usage_by_service", events),
+            ("cost_anomaly_mart", events),
+            ("genai_tokens_by_org_date", events),
             ("revenue_by_org_month", "unchanged"),
             ("tickets_by_org_date", "unchanged"),
             ("org_health", "full"),
         ]
-    );
-    let daily = &second.gold[0];
-    assert!(daily.computed > 0 && daily.computed < 11_050, "{daily:?}");
-    assert_eq!(daily.updated + daily.inserted, daily.computed);
-
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+    };
+    assert_eq!(refresh(&second), expect("full"));
+    let totals = &second.stream.as_ref().unwrap().totals;
+    assert!(totals.daily_rows * 4 >= table_rows, "{totals:?}");
     let full = tempfile::tempdir().unwrap();
     run(&real_landing(), full.path()).await.unwrap();
     assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full.path()).await);
+
+    // A few late events of one file (genai and storage) touch a few series: only their keys
+    // are MERGEd.
+    let source = std::fs::read_to_string(ev.join("events_part_0007.jsonl")).unwrap();
+    let of = |service: &str, n: usize| -> Vec<String> {
+        let tag = format!("\"service\": \"{service}\"");
+        source.lines().filter(|l| l.contains(&tag)).take(n).map(|l| l.replace("\"evt_", "\"late_")).collect()
+    };
+    let late = [of("genai", 2), of("storage", 3)].concat().join("\n") + "\n";
+    std::fs::write(ev.join("events_part_0120.jsonl"), &late).unwrap();
+    let third = run(landing.path(), lake.path()).await.unwrap();
+    assert_eq!(refresh(&third), expect("merge"));
+    let daily = &third.gold[0];
+    assert!(daily.computed > 0 && daily.computed * 4 < table_rows, "{daily:?}");
+    assert_eq!(daily.updated + daily.inserted, daily.computed);
+    let full = tempfile::tempdir().unwrap();
+    copy_dir(landing.path(), full.path());
+    let full_lake = tempfile::tempdir().unwrap();
+    run(full.path(), full_lake.path()).await.unwrap();
+    assert_same_text(&dump_gold(lake.path()).await, &dump_gold(full_lake.path()).await);
 }
 
 #[tokio::test]

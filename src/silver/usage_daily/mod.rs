@@ -15,9 +15,12 @@ use datafusion::arrow::compute::{cast, concat_batches};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 
-use super::anomalies::{AnomalyConfig, score_series};
+use super::anomalies::{AnomalyConfig, Score, score_series};
 use crate::Result;
 use crate::bronze::MONEY_SCALE;
+
+mod series;
+pub use series::DailySeries;
 
 /// The daily feature query over `relation` (silver usage events, or a subset of them).
 pub fn features_sql(relation: &str) -> String {
@@ -31,8 +34,7 @@ pub fn features_sql(relation: &str) -> String {
         CAST(COALESCE(sum(CAST(carbon_kg AS DECIMAL(18, 6))), 0) AS DECIMAL(18, 6)) AS carbon_kg,
         count(*) AS events
     FROM {relation}
-    GROUP BY org_id, usage_date, service
-    ORDER BY org_id, service, usage_date"
+    GROUP BY org_id, usage_date, service"
     )
 }
 
@@ -51,6 +53,15 @@ pub async fn score(
         scored_sql(ctx, cfg, &format!("SELECT * FROM {FEATURES} ORDER BY org_id, service, usage_date")).await;
     let _ = ctx.deregister_table(FEATURES)?;
     scored
+}
+
+/// A micro-batch's own daily sums: [`features_sql`] over its new silver events `clean`.
+pub async fn batch_features(ctx: &SessionContext, clean: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
+    let Some(schema) = clean.first().map(|b| b.schema()) else { return Ok(vec![]) };
+    crate::lake::register_batches(ctx, BATCH, schema, clean)?;
+    let delta = ctx.sql(&features_sql(BATCH)).await?.collect().await;
+    let _ = ctx.deregister_table(BATCH)?;
+    Ok(delta?.into_iter().filter(|b| b.num_rows() > 0).collect())
 }
 
 /// Relation names [`for_batch`] registers while it runs.
@@ -186,25 +197,62 @@ async fn scored_sql(
     let date = features.column(1).as_primitive::<Date32Type>();
     let cost = features.column(3).as_primitive::<Decimal128Type>();
     let scale = 10f64.powi(MONEY_SCALE as i32);
-
-    let mut scores = Vec::with_capacity(n);
+    // Series boundaries, then the series scored on every core (each independently).
+    let mut bounds = Vec::new();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
         while end < n && org.value(end) == org.value(start) && service.value(end) == service.value(start) {
             end += 1;
         }
-        let days: Vec<(i32, f64)> =
-            (start..end).map(|i| (date.value(i), cost.value(i) as f64 / scale)).collect();
-        scores.extend(score_series(&days, cfg));
+        bounds.push((start, end));
         start = end;
     }
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let share = bounds.len().div_ceil(cores).max(1);
+    let scores: Vec<Score> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bounds
+            .chunks(share)
+            .map(|part| {
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for &(start, end) in part {
+                        let days: Vec<(i32, f64)> =
+                            (start..end).map(|i| (date.value(i), cost.value(i) as f64 / scale)).collect();
+                        out.extend(score_series(&days, cfg));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    if scores.len() != n {
+        return Err(crate::Error::Internal("a daily scoring thread failed".into()));
+    }
 
+    let extra = score_columns(&scores)?;
+    let mut fields: Vec<Field> = features_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = features.columns().to_vec();
+    for (f, a) in extra {
+        debug_assert_eq!(a.len(), n);
+        fields.push(f);
+        columns.push(a);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    Ok((schema, if n > 0 { vec![batch] } else { vec![] }))
+}
+
+/// The score columns of `silver_usage_daily`, after its feature columns, for `scores` in row
+/// order (one definition for a rebuild, a micro-batch and the in-memory series).
+pub(crate) fn score_columns(scores: &[Score]) -> Result<Vec<(Field, ArrayRef)>> {
+    let scale = 10f64.powi(MONEY_SCALE as i32);
     let baseline = Decimal128Array::from_iter(
         scores.iter().map(|s| s.baseline_mean.map(|m| (m * scale).round() as i128)),
     )
     .with_precision_and_scale(18, MONEY_SCALE)?;
-    let extra: Vec<(Field, ArrayRef)> = vec![
+    Ok(vec![
         (
             Field::new("baseline_days", DataType::Int64, false),
             Arc::new(Int64Array::from_iter_values(scores.iter().map(|s| s.baseline_days as i64))),
@@ -242,15 +290,5 @@ async fn scored_sql(
             Field::new("is_anomaly", DataType::Boolean, false),
             Arc::new(BooleanArray::from_iter(scores.iter().map(|s| Some(s.is_anomaly)))),
         ),
-    ];
-    let mut fields: Vec<Field> = features_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns: Vec<ArrayRef> = features.columns().to_vec();
-    for (f, a) in extra {
-        debug_assert_eq!(a.len(), n);
-        fields.push(f);
-        columns.push(a);
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok((schema, if n > 0 { vec![batch] } else { vec![] }))
+    ])
 }

@@ -1,0 +1,452 @@
+//! `silver_usage_daily` held in memory by a stream between micro-batches: per (org, service)
+//! series, each day's exact feature sums and its scores.
+//!
+//! A micro-batch adds its own daily sums ([`super::features_sql`] over its new silver events)
+//! to the days they belong to, then rescores each touched series from its first touched day to
+//! `window_days` after its last (the days whose features or trailing baseline include a touched
+//! day), over a range starting `window_days` earlier so every baseline is complete: the same
+//! rows, sums and scores as [`super::for_batch`], which reads them back from the lake, and as a
+//! full rebuild (tested). The stream loads the series from the lake once, keeps them while its
+//! commits succeed, and drops them (to load them again) when a batch fails or is replayed.
+//!
+//! Memory follows the daily table (one entry per (org, date, service)), not the events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef,
+};
+use datafusion::prelude::SessionContext;
+
+use super::score_columns;
+use crate::bronze::MONEY_SCALE;
+use crate::lake::{Lake, Layer};
+use crate::silver::anomalies::{AnomalyConfig, Score, score_series};
+use crate::{Error, Result};
+
+/// An (org_id, service) series.
+type Key = (Option<String>, Option<String>);
+/// A series' days by date.
+type Days = BTreeMap<Option<i32>, Day>;
+
+/// The exact decimal features, in table order: `cost_usd` (null when every event's cost was
+/// null; the others count a null as 0, as the feature query's `COALESCE` does).
+const DECIMALS: [&str; 5] = ["cost_usd", "requests", "cpu_hours", "storage_gb_hours", "carbon_kg"];
+const DECIMAL: DataType = DataType::Decimal128(18, MONEY_SCALE);
+/// Largest magnitude a `DECIMAL(18, 6)` feature holds, in its unscaled units.
+const DECIMAL_LIMIT: i128 = 1_000_000_000_000_000_000;
+
+/// One (org, date, service) row.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Day {
+    decimals: [Option<i128>; 5],
+    genai_tokens: i64,
+    events: i64,
+    score: Score,
+}
+
+impl Day {
+    fn add(&mut self, other: &Day) -> Result<()> {
+        for (i, (a, b)) in self.decimals.iter_mut().zip(other.decimals).enumerate() {
+            let sum = match (*a, b) {
+                (None, None) if i == 0 => None,
+                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+            };
+            if sum.is_some_and(|s| s.abs() >= DECIMAL_LIMIT) {
+                return Err(Error::Internal(format!(
+                    "a daily {} sum overflows DECIMAL(18, {MONEY_SCALE})",
+                    DECIMALS[i]
+                )));
+            }
+            *a = sum;
+        }
+        self.genai_tokens += other.genai_tokens;
+        self.events += other.events;
+        Ok(())
+    }
+
+    fn cost(&self) -> f64 {
+        self.decimals[0].unwrap_or(0) as f64 / 10f64.powi(MONEY_SCALE as i32)
+    }
+}
+
+/// The days of every series, with the schema the rows are written in.
+#[derive(Debug, Default)]
+pub struct DailySeries {
+    series: BTreeMap<Key, Days>,
+    rows: usize,
+    /// The feature columns as the feature query types them (set by the first batch applied).
+    features: Option<SchemaRef>,
+}
+
+impl DailySeries {
+    /// The rows of `silver_usage_daily` in the lake (none when it does not exist yet).
+    pub async fn load(ctx: &SessionContext, lake: &Lake) -> Result<Self> {
+        const T: &str = "__usage_daily_series_load";
+        let mut out = DailySeries::default();
+        if !lake.register_as(ctx, Layer::Silver, "usage_daily", T).await? {
+            return Ok(out);
+        }
+        let rows = ctx.sql(&format!("SELECT * FROM {T}")).await?.collect().await;
+        let _ = ctx.deregister_table(T)?;
+        for b in rows? {
+            let columns = Columns::of(&b)?;
+            let scores = ScoreColumns::of(&b)?;
+            for i in 0..b.num_rows() {
+                let (key, date, mut day) = columns.row(i);
+                day.score = scores.row(i);
+                if out.series.entry(key).or_default().insert(date, day).is_none() {
+                    out.rows += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows held (the daily table's size).
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) and rescores the
+    /// touched series; returns the rows that changed, or None when none did. A row without an
+    /// org or a date touches no series (as in [`super::for_batch`]).
+    pub fn apply(&mut self, delta: &[RecordBatch], cfg: &AnomalyConfig) -> Result<Option<RecordBatch>> {
+        let Some(first) = delta.first() else { return Ok(None) };
+        self.features = Some(first.schema());
+        let mut touched: BTreeMap<Key, (i32, i32)> = BTreeMap::new();
+        for b in delta {
+            let columns = Columns::of(b)?;
+            for i in 0..b.num_rows() {
+                let (key, date, sums) = columns.row(i);
+                let (Some(_), Some(d)) = (&key.0, date) else { continue };
+                let day = self.series.entry(key.clone()).or_default().entry(date).or_insert_with(|| {
+                    self.rows += 1;
+                    Day::default()
+                });
+                day.add(&sums)?;
+                let span = touched.entry(key).or_insert((d, d));
+                *span = (span.0.min(d), span.1.max(d));
+            }
+        }
+        let w = cfg.window_days;
+        // Series score independently: the touched ones are shared out over the cores.
+        let mut work: Vec<(&mut Days, i32, i32)> = self
+            .series
+            .iter_mut()
+            .filter_map(|(key, days)| touched.get(key).map(|&(lo, hi)| (days, lo, hi)))
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let share = work.len().div_ceil(cores).max(1);
+        std::thread::scope(|scope| {
+            for part in work.chunks_mut(share) {
+                scope.spawn(move || {
+                    for (days, lo, hi) in part.iter_mut() {
+                        rescore(days, *lo, *hi, cfg);
+                    }
+                });
+            }
+        });
+        let rows = touched.iter().flat_map(|(key, &(lo, hi))| {
+            self.series
+                .get(key)
+                .into_iter()
+                .flat_map(move |days| days.range(Some(lo)..=Some(hi.saturating_add(w))))
+                .map(move |(d, day)| (key, *d, day))
+        });
+        self.batch(rows).map(Some)
+    }
+
+    /// Every row, ordered by org, service and date: the whole table.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        self.batch(self.series.iter().flat_map(|(key, days)| days.iter().map(move |(d, day)| (key, *d, day))))
+    }
+
+    /// The schema rows are written in: the feature columns, then [`score_columns`].
+    fn batch<'a>(&self, rows: impl Iterator<Item = (&'a Key, Option<i32>, &'a Day)>) -> Result<RecordBatch> {
+        let features = self
+            .features
+            .clone()
+            .ok_or_else(|| Error::Internal("daily series written before a batch was applied".into()))?;
+        let (mut org, mut date, mut service) = (Vec::new(), Vec::new(), Vec::new());
+        let mut decimals: [Vec<Option<i128>>; 5] = Default::default();
+        let (mut tokens, mut events, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+        for (key, d, day) in rows {
+            org.push(key.0.as_deref());
+            service.push(key.1.as_deref());
+            date.push(d);
+            for (column, v) in decimals.iter_mut().zip(day.decimals) {
+                column.push(v);
+            }
+            tokens.push(day.genai_tokens);
+            events.push(day.events);
+            scores.push(day.score.clone());
+        }
+        let mut built: Vec<(&str, ArrayRef)> = vec![
+            ("org_id", Arc::new(StringArray::from(org))),
+            ("usage_date", Arc::new(Date32Array::from(date))),
+            ("service", Arc::new(StringArray::from(service))),
+            ("genai_tokens", Arc::new(Int64Array::from(tokens))),
+            ("events", Arc::new(Int64Array::from(events))),
+        ];
+        for (name, values) in DECIMALS.iter().zip(decimals) {
+            let array = Decimal128Array::from(values).with_precision_and_scale(18, MONEY_SCALE)?;
+            built.push((name, Arc::new(array)));
+        }
+        let mut fields: Vec<Field> = Vec::new();
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for f in features.fields() {
+            let (_, array) = built.iter().find(|(n, _)| *n == f.name()).ok_or_else(|| {
+                Error::Internal(format!("daily features have an unexpected column {}", f.name()))
+            })?;
+            fields.push(f.as_ref().clone());
+            columns.push(cast(array, f.data_type())?);
+        }
+        for (f, a) in score_columns(&scores)? {
+            fields.push(f);
+            columns.push(a);
+        }
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+    }
+}
+
+/// Scores the days of one series from `lo` to `hi` + window (the days a change from `lo` to `hi`
+/// reaches) over the days from `lo` − window, so each baseline is complete.
+fn rescore(days: &mut Days, lo: i32, hi: i32, cfg: &AnomalyConfig) {
+    let w = cfg.window_days;
+    let scored = Some(lo.saturating_sub(w))..=Some(hi.saturating_add(w));
+    let input: Vec<(i32, f64)> =
+        days.range(scored.clone()).map(|(d, day)| (d.unwrap_or_default(), day.cost())).collect();
+    for ((d, day), score) in days.range_mut(scored).zip(score_series(&input, cfg)) {
+        if *d >= Some(lo) {
+            day.score = score;
+        }
+    }
+}
+
+/// The key and feature columns of daily rows (the feature query's, or the table's).
+struct Columns {
+    org: ArrayRef,
+    service: ArrayRef,
+    date: ArrayRef,
+    decimals: Vec<ArrayRef>,
+    tokens: ArrayRef,
+    events: ArrayRef,
+}
+
+fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| Error::Internal(format!("daily usage rows have no column {name}")))?;
+    Ok(cast(c, to)?)
+}
+
+impl Columns {
+    fn of(b: &RecordBatch) -> Result<Self> {
+        Ok(Columns {
+            org: column(b, "org_id", &DataType::Utf8)?,
+            service: column(b, "service", &DataType::Utf8)?,
+            date: column(b, "usage_date", &DataType::Date32)?,
+            decimals: DECIMALS.iter().map(|n| column(b, n, &DECIMAL)).collect::<Result<_>>()?,
+            tokens: column(b, "genai_tokens", &DataType::Int64)?,
+            events: column(b, "events", &DataType::Int64)?,
+        })
+    }
+
+    fn row(&self, i: usize) -> (Key, Option<i32>, Day) {
+        let text = |a: &ArrayRef| {
+            let a = a.as_string::<i32>();
+            a.is_valid(i).then(|| a.value(i).to_string())
+        };
+        let int = |a: &ArrayRef| {
+            let a = a.as_primitive::<Int64Type>();
+            if a.is_valid(i) { a.value(i) } else { 0 }
+        };
+        let date = self.date.as_primitive::<Date32Type>();
+        let mut decimals = [None; 5];
+        for (k, (v, a)) in decimals.iter_mut().zip(&self.decimals).enumerate() {
+            let a = a.as_primitive::<Decimal128Type>();
+            *v = if a.is_valid(i) {
+                Some(a.value(i))
+            } else if k == 0 {
+                None
+            } else {
+                Some(0)
+            };
+        }
+        let day = Day {
+            decimals,
+            genai_tokens: int(&self.tokens),
+            events: int(&self.events),
+            ..Default::default()
+        };
+        ((text(&self.org), text(&self.service)), date.is_valid(i).then(|| date.value(i)), day)
+    }
+}
+
+/// The score columns of rows read from the table.
+struct ScoreColumns {
+    ints: [ArrayRef; 2],
+    baseline: ArrayRef,
+    floats: [ArrayRef; 3],
+    flags: [ArrayRef; 4],
+}
+
+impl ScoreColumns {
+    fn of(b: &RecordBatch) -> Result<Self> {
+        let int = |n| column(b, n, &DataType::Int64);
+        let float = |n| column(b, n, &DataType::Float64);
+        let flag = |n| column(b, n, &DataType::Boolean);
+        Ok(ScoreColumns {
+            ints: [int("baseline_days")?, int("methods_flagged")?],
+            baseline: column(b, "baseline_cost_usd", &DECIMAL)?,
+            floats: [float("zscore")?, float("mad_score")?, float("pctl_ratio")?],
+            flags: [flag("zscore_flag")?, flag("mad_flag")?, flag("pctl_flag")?, flag("is_anomaly")?],
+        })
+    }
+
+    fn row(&self, i: usize) -> Score {
+        let int = |a: &ArrayRef| a.as_primitive::<Int64Type>().value(i);
+        let float = |a: &ArrayRef| {
+            let a = a.as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+            a.is_valid(i).then(|| a.value(i))
+        };
+        let flag = |a: &ArrayRef| {
+            let a = a.as_boolean();
+            a.is_valid(i) && a.value(i)
+        };
+        let baseline = self.baseline.as_primitive::<Decimal128Type>();
+        Score {
+            baseline_days: int(&self.ints[0]) as usize,
+            methods_flagged: int(&self.ints[1]) as u8,
+            baseline_mean: baseline
+                .is_valid(i)
+                .then(|| baseline.value(i) as f64 / 10f64.powi(MONEY_SCALE as i32)),
+            zscore: float(&self.floats[0]),
+            mad_score: float(&self.floats[1]),
+            pctl_ratio: float(&self.floats[2]),
+            zscore_flag: flag(&self.flags[0]),
+            mad_flag: flag(&self.flags[1]),
+            pctl_flag: flag(&self.flags[2]),
+            is_anomaly: flag(&self.flags[3]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A feature row: (org, day, service, cost in micro-dollars, events).
+    type Row<'a> = (&'a str, i32, Option<&'a str>, Option<i128>, i64);
+
+    /// Feature rows as the feature query types them.
+    fn features(rows: &[Row]) -> RecordBatch {
+        let decimal = |v: Vec<Option<i128>>| -> ArrayRef {
+            Arc::new(Decimal128Array::from(v).with_precision_and_scale(18, MONEY_SCALE).unwrap())
+        };
+        let n = rows.len();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("org_id", DataType::Utf8, true),
+            Field::new("usage_date", DataType::Date32, true),
+            Field::new("service", DataType::Utf8, true),
+            Field::new("cost_usd", DECIMAL, true),
+            Field::new("requests", DECIMAL, true),
+            Field::new("cpu_hours", DECIMAL, true),
+            Field::new("storage_gb_hours", DECIMAL, true),
+            Field::new("genai_tokens", DataType::Int64, true),
+            Field::new("carbon_kg", DECIMAL, true),
+            Field::new("events", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+                decimal(rows.iter().map(|r| r.3).collect()),
+                decimal(rows.iter().map(|r| Some(r.4 as i128 * 1000)).collect()),
+                decimal(vec![Some(0); n]),
+                decimal(vec![Some(0); n]),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4 * 10))),
+                decimal(rows.iter().map(|r| Some(r.4 as i128 * 7)).collect()),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.4))),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_applied_one_after_another_equal_scoring_their_sum_once() {
+        let cfg = AnomalyConfig { window_days: 5, min_baseline_days: 2, ..Default::default() };
+        // Two series over 30 days, a spike, a null cost, a null service; the second batch
+        // revisits old days of one series (late data) and adds a day to the other.
+        let mut first = Vec::new();
+        for d in 0..30 {
+            first.push(("o1", 20_000 + d, Some("compute"), Some(1_000_000 + d as i128 * 1000), 2));
+            if d % 3 == 0 {
+                first.push(("o2", 20_000 + d, None, if d == 9 { None } else { Some(500_000) }, 1));
+            }
+        }
+        let second = vec![
+            ("o1", 20_012, Some("compute"), Some(40_000_000), 5),
+            ("o1", 20_003, Some("compute"), Some(-10_000), 1),
+            ("o2", 20_009, None, None, 1),
+            ("o2", 20_040, None, Some(700_000), 3),
+        ];
+        let mut series = DailySeries::default();
+        let all = series.apply(&[features(&first)], &cfg).unwrap().unwrap();
+        assert_eq!(all.num_rows(), 40);
+        let changed = series.apply(&[features(&second)], &cfg).unwrap().unwrap();
+        // o1: days 3..=17 (12 + window); o2: days 9, 12, ..., 27 and 40 (every day from 9 on).
+        assert_eq!(changed.num_rows(), 15 + 8);
+        assert_eq!(series.len(), 41);
+
+        // The same days summed first, then scored in one go by the rebuild's scoring.
+        let mut summed: Vec<Row> = Vec::new();
+        for r in first.iter().chain(&second) {
+            match summed.iter_mut().find(|s| (s.0, s.1, s.2) == (r.0, r.1, r.2)) {
+                Some(s) => {
+                    s.3 = match (s.3, r.3) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                    };
+                    s.4 += r.4;
+                }
+                None => summed.push(*r),
+            }
+        }
+        let rows = summed;
+        let ctx = SessionContext::new();
+        let once = features(&rows);
+        let (_, expected) = super::super::score(&ctx, &cfg, once.schema(), vec![once]).await.unwrap();
+        let got = series.to_batch().unwrap();
+        // The rebuild orders null services last; the series order them first: compare as sets.
+        let sorted = |b: &RecordBatch| {
+            let mut lines: Vec<String> =
+                datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(got.schema(), expected[0].schema());
+        assert_eq!(sorted(&got), sorted(&expected[0]));
+        // A null cost stays null until a cost arrives; a cost sums exactly.
+        let line = sorted(&got).into_iter().find(|l| l.contains("o1") && l.contains("2024-10-16")).unwrap();
+        assert!(line.contains("41.012000"), "{line}");
+    }
+}

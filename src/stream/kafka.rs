@@ -137,12 +137,41 @@ impl KafkaSource {
         let (ranges, meta) = (ranges.to_vec(), meta.clone());
         tokio::task::spawn_blocking(move || {
             let buffers = read_ranges(&consumer, &topic, &ranges, timeout)?;
+            // Parsed on every core: each partition's lines in about cores / partitions pieces.
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let parts = cores.div_ceil(buffers.len().max(1));
+            let pieces: Vec<(String, i64, &[u8])> = buffers
+                .iter()
+                .flat_map(|(p, start, bytes)| {
+                    let name = format!("kafka:{topic}/{p}");
+                    split_lines(bytes, parts)
+                        .into_iter()
+                        .map(move |(before, piece)| (name.clone(), start - 1 + before, piece))
+                })
+                .collect();
+            let parsed: Vec<Result<Landed>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = pieces
+                    .iter()
+                    .map(|(name, shift, piece)| {
+                        let meta = &meta;
+                        scope.spawn(move || {
+                            let mut part = bronze::land_bytes(&usage_events::SOURCE, piece, name, meta)?;
+                            shift_lines(&mut part, *shift)?;
+                            Ok(part)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(Error::Internal("a Kafka parse thread panicked".into())))
+                    })
+                    .collect()
+            });
             let mut landed = Landed::default();
-            for (p, start, bytes) in buffers {
-                let name = format!("kafka:{topic}/{p}");
-                let mut part = bronze::land_bytes(&usage_events::SOURCE, &bytes, &name, &meta)?;
-                shift_lines(&mut part, start - 1)?;
-                landed.absorb(part);
+            for part in parsed {
+                landed.absorb(part?);
             }
             Ok(landed)
         })
@@ -268,6 +297,22 @@ fn read_ranges(
     }
     consumer.assign(&TopicPartitionList::new()).map_err(|e| kafka_err("cannot release the partitions", e))?;
     Ok(next.into_iter().map(|(p, (_, _, buf))| (p, start_of(ranges, p), buf)).collect())
+}
+
+/// `bytes` cut into about `parts` pieces at line ends: (lines before the piece, piece).
+fn split_lines(bytes: &[u8], parts: usize) -> Vec<(i64, &[u8])> {
+    let size = bytes.len().div_ceil(parts.max(1)).max(1);
+    let mut out = Vec::with_capacity(parts);
+    let (mut from, mut before) = (0, 0i64);
+    while from < bytes.len() {
+        let mut to = (from + size).min(bytes.len());
+        to = bytes[to - 1..].iter().position(|b| *b == b'\n').map_or(bytes.len(), |i| to + i);
+        let piece = &bytes[from..to];
+        out.push((before, piece));
+        before += piece.iter().filter(|b| **b == b'\n').count() as i64;
+        from = to;
+    }
+    out
 }
 
 fn start_of(ranges: &[(i32, i64, i64)], p: i32) -> i64 {
@@ -428,6 +473,9 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
 
     #[test]
     fn a_batch_is_filled_from_the_partitions_that_still_have_messages() {
@@ -454,5 +502,39 @@ mod tests {
             landed.batches[0].column_by_name(SOURCE_LINE).unwrap().as_primitive::<Int64Type>().value(0);
         assert_eq!(lines, 100);
         assert_eq!(landed.rejects[0].line, 102);
+    }
+
+    #[test]
+    fn pieces_cut_at_line_ends_keep_every_line_and_its_offset() {
+        let meta = IngestMeta { run_id: "r".into(), ingest_ts_micros: 0 };
+        let mut bytes = Vec::new();
+        for i in 0..50 {
+            if i % 7 == 3 {
+                bytes.extend_from_slice(b"\n"); // a gap (transaction marker)
+            } else {
+                bytes.extend_from_slice(format!("{{\"event_id\": \"e{i}\"}}\n").as_bytes());
+            }
+        }
+        for parts in [1, 2, 3, 8, 500] {
+            let pieces = split_lines(&bytes, parts);
+            assert_eq!(pieces.iter().flat_map(|p| p.1.iter().copied()).collect::<Vec<_>>(), bytes);
+            assert!(pieces.iter().all(|p| p.1.ends_with(b"\n")));
+            let mut offsets = Vec::new();
+            for (before, piece) in pieces {
+                let mut landed =
+                    bronze::land_bytes(&usage_events::SOURCE, piece, "kafka:t/0", &meta).unwrap();
+                shift_lines(&mut landed, 1000 - 1 + before).unwrap();
+                for b in &landed.batches {
+                    let ids = cast(b.column_by_name("event_id").unwrap(), &DataType::Utf8).unwrap();
+                    let lines = b.column_by_name(SOURCE_LINE).unwrap().as_primitive::<Int64Type>().clone();
+                    for i in 0..b.num_rows() {
+                        offsets.push((ids.as_string::<i32>().value(i).to_string(), lines.value(i)));
+                    }
+                }
+            }
+            let expected: Vec<(String, i64)> =
+                (0..50).filter(|i| i % 7 != 3).map(|i| (format!("e{i}"), 1000 + i as i64)).collect();
+            assert_eq!(offsets, expected, "{parts} parts");
+        }
     }
 }

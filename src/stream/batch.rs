@@ -394,22 +394,30 @@ async fn daily_and_gold(
         None => DailySeries::load(ctx, lake).await?,
     };
     lap.step("load");
-    let delta = usage_daily::batch_features(ctx, clean).await?;
-    lap.step("sums");
-    let Some(affected) = series.apply(&delta, cfg)?.filter(|b| b.num_rows() > 0) else {
+    let Some(events_schema) = clean.first().map(|b| b.schema()) else {
         env.keep_daily(series);
         return Ok((0, vec![]));
     };
+    let features = match series.features() {
+        Some(f) => f,
+        None => usage_daily::features_schema(ctx, events_schema).await?,
+    };
+    let changed = series.apply_events(&clean, features, cfg)?;
+    if changed.rows == 0 {
+        env.keep_daily(series);
+        return Ok((0, vec![]));
+    }
     lap.step("scores");
-    let rows = affected.num_rows() as u64;
-    let mut gold = if affected.num_rows().saturating_mul(4) >= series.len() {
-        let all = series.to_batch()?;
-        let schema = all.schema();
-        register_batches(ctx, "silver_usage_daily", schema.clone(), vec![all.clone()])?;
-        let daily = lake.overwrite_txn(Layer::Silver, "usage_daily", vec![all], schema, &[], txn);
+    let rows = changed.rows as u64;
+    let mut gold = if changed.rows.saturating_mul(4) >= series.len() {
+        let all = series.to_batches()?;
+        let schema = all[0].schema();
+        register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
+        let daily = lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn);
         let marts = gold::rebuild_event_marts(ctx, lake, txn);
         futures::future::try_join(daily, marts).await?.1
     } else {
+        let affected = series.changed_batch(&changed)?;
         let keys = ["org_id", "usage_date", "service"];
         let daily =
             lake.merge_txn(ctx, Layer::Silver, "usage_daily", vec![affected.clone()], &keys, Some(txn));

@@ -55,13 +55,15 @@ pub async fn score(
     scored
 }
 
-/// A micro-batch's own daily sums: [`features_sql`] over its new silver events `clean`.
-pub async fn batch_features(ctx: &SessionContext, clean: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-    let Some(schema) = clean.first().map(|b| b.schema()) else { return Ok(vec![]) };
-    crate::lake::register_batches(ctx, BATCH, schema, clean)?;
-    let delta = ctx.sql(&features_sql(BATCH)).await?.collect().await;
-    let _ = ctx.deregister_table(BATCH)?;
-    Ok(delta?.into_iter().filter(|b| b.num_rows() > 0).collect())
+/// The schema of [`features_sql`]'s rows over silver events of schema `events` (planned over
+/// an empty table, not run).
+pub async fn features_schema(ctx: &SessionContext, events: SchemaRef) -> Result<SchemaRef> {
+    const EMPTY: &str = "__usage_daily_empty_events";
+    crate::lake::register_batches(ctx, EMPTY, events, vec![])?;
+    let planned =
+        ctx.sql(&features_sql(EMPTY)).await.map(|df| Arc::new(df.schema().as_arrow().clone()) as SchemaRef);
+    let _ = ctx.deregister_table(EMPTY)?;
+    Ok(planned?)
 }
 
 /// Relation names [`for_batch`] registers while it runs.

@@ -1,8 +1,8 @@
 //! `silver_usage_daily` held in memory by a stream between micro-batches: per (org, service)
 //! series, each day's exact feature sums and its scores.
 //!
-//! A micro-batch adds its own daily sums ([`super::features_sql`] over its new silver events)
-//! to the days they belong to, then rescores each touched series from its first touched day to
+//! A micro-batch adds its own daily sums (those of [`super::features_sql`] over its new silver
+//! events, summed in one pass) to the days they belong to, then rescores each touched series from its first touched day to
 //! `window_days` after its last (the days whose features or trailing baseline include a touched
 //! day), over a range starting `window_days` earlier so every baseline is complete: the same
 //! rows, sums and scores as [`super::for_batch`], which reads them back from the lake, and as a
@@ -11,7 +11,7 @@
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -33,6 +33,8 @@ use crate::{Error, Result};
 type Key = (Option<String>, Option<String>);
 /// A series' days by date.
 type Days = BTreeMap<Option<i32>, Day>;
+/// A row of a micro-batch's features: (batch, row).
+type Position = (usize, usize);
 
 /// The exact decimal features, in table order: `cost_usd` (null when every event's cost was
 /// null; the others count a null as 0, as the feature query's `COALESCE` does).
@@ -75,6 +77,15 @@ impl Day {
     }
 }
 
+/// What [`DailySeries::apply`] changed: per touched series, the days from its first touched day
+/// to `window_days` after its last.
+#[derive(Debug, Default)]
+pub struct Changed {
+    spans: BTreeMap<Key, (i32, i32)>,
+    /// Rows in those spans (the daily rows to write).
+    pub rows: usize,
+}
+
 /// The days of every series, with the schema the rows are written in.
 #[derive(Debug, Default)]
 pub struct DailySeries {
@@ -98,14 +109,20 @@ impl DailySeries {
             let columns = Columns::of(&b)?;
             let scores = ScoreColumns::of(&b)?;
             for i in 0..b.num_rows() {
-                let (key, date, mut day) = columns.row(i);
+                let key = (columns.org(i).map(str::to_string), columns.service(i).map(str::to_string));
+                let mut day = columns.sums(i);
                 day.score = scores.row(i);
-                if out.series.entry(key).or_default().insert(date, day).is_none() {
+                if out.series.entry(key).or_default().insert(columns.date(i), day).is_none() {
                     out.rows += 1;
                 }
             }
         }
         Ok(out)
+    }
+
+    /// The schema of the feature query's rows, once a batch was applied.
+    pub fn features(&self) -> Option<SchemaRef> {
+        self.features.clone()
     }
 
     /// Rows held (the daily table's size).
@@ -119,57 +136,121 @@ impl DailySeries {
     }
 
     /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) and rescores the
-    /// touched series; returns the rows that changed, or None when none did. A row without an
-    /// org or a date touches no series (as in [`super::for_batch`]).
-    pub fn apply(&mut self, delta: &[RecordBatch], cfg: &AnomalyConfig) -> Result<Option<RecordBatch>> {
-        let Some(first) = delta.first() else { return Ok(None) };
+    /// touched series; returns which rows changed. A row without an org or a date touches no
+    /// series (as in [`super::for_batch`]).
+    pub fn apply(&mut self, delta: &[RecordBatch], cfg: &AnomalyConfig) -> Result<Changed> {
+        let Some(first) = delta.first() else { return Ok(Changed::default()) };
         self.features = Some(first.schema());
-        let mut touched: BTreeMap<Key, (i32, i32)> = BTreeMap::new();
-        for b in delta {
-            let columns = Columns::of(b)?;
-            for i in 0..b.num_rows() {
-                let (key, date, sums) = columns.row(i);
-                let (Some(_), Some(d)) = (&key.0, date) else { continue };
-                let day = self.series.entry(key.clone()).or_default().entry(date).or_insert_with(|| {
+        let columns = delta.iter().map(Columns::of).collect::<Result<Vec<_>>>()?;
+        self.absorb(&columns, cfg)
+    }
+
+    /// [`DailySeries::apply`] of a micro-batch's new silver events `clean`, summed here (one
+    /// pass, no query): the sums [`super::features_sql`] gives, to the unit (each float is cast
+    /// to `DECIMAL(18, 6)` by the same Arrow kernel as the query's `CAST`; tested against it).
+    /// `features` is the schema of that query's rows.
+    pub fn apply_events(
+        &mut self,
+        clean: &[RecordBatch],
+        features: SchemaRef,
+        cfg: &AnomalyConfig,
+    ) -> Result<Changed> {
+        self.features = Some(features);
+        let columns =
+            clean.iter().filter(|b| b.num_rows() > 0).map(EventColumns::of).collect::<Result<Vec<_>>>()?;
+        self.absorb(&columns, cfg)
+    }
+
+    fn absorb<R: DailyRows>(&mut self, columns: &[R], cfg: &AnomalyConfig) -> Result<Changed> {
+        let mut changed = Changed::default();
+        // The batch's rows by series (borrowed keys: one lookup and one key per series, not per row).
+        let mut groups: HashMap<(&str, Option<&str>), Vec<Position>> = HashMap::new();
+        for (b, c) in columns.iter().enumerate() {
+            for i in 0..c.len() {
+                if let (Some(org), Some(_)) = (c.org(i), c.date(i)) {
+                    groups.entry((org, c.service(i))).or_default().push((b, i));
+                }
+            }
+        }
+        for ((org, service), rows) in groups {
+            let key: Key = (Some(org.to_string()), service.map(str::to_string));
+            let days = self.series.entry(key.clone()).or_default();
+            let (mut lo, mut hi) = (i32::MAX, i32::MIN);
+            for (b, i) in rows {
+                let c = &columns[b];
+                let Some(d) = c.date(i) else { continue };
+                let day = days.entry(Some(d)).or_insert_with(|| {
                     self.rows += 1;
                     Day::default()
                 });
-                day.add(&sums)?;
-                let span = touched.entry(key).or_insert((d, d));
-                *span = (span.0.min(d), span.1.max(d));
+                day.add(&c.sums(i))?;
+                (lo, hi) = (lo.min(d), hi.max(d));
             }
+            changed.spans.insert(key, (lo, hi.saturating_add(cfg.window_days)));
         }
-        let w = cfg.window_days;
         // Series score independently: the touched ones are shared out over the cores.
         let mut work: Vec<(&mut Days, i32, i32)> = self
             .series
             .iter_mut()
-            .filter_map(|(key, days)| touched.get(key).map(|&(lo, hi)| (days, lo, hi)))
+            .filter_map(|(key, days)| changed.spans.get(key).map(|&(lo, to)| (days, lo, to)))
             .collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let share = work.len().div_ceil(cores).max(1);
         std::thread::scope(|scope| {
             for part in work.chunks_mut(share) {
                 scope.spawn(move || {
-                    for (days, lo, hi) in part.iter_mut() {
-                        rescore(days, *lo, *hi, cfg);
+                    for (days, lo, to) in part.iter_mut() {
+                        rescore(days, *lo, *to, cfg);
                     }
                 });
             }
         });
-        let rows = touched.iter().flat_map(|(key, &(lo, hi))| {
+        changed.rows = changed
+            .spans
+            .iter()
+            .filter_map(|(key, &(lo, to))| {
+                self.series.get(key).map(|days| days.range(Some(lo)..=Some(to)).count())
+            })
+            .sum();
+        Ok(changed)
+    }
+
+    /// The rows `changed` names, ordered by org, service and date.
+    pub fn changed_batch(&self, changed: &Changed) -> Result<RecordBatch> {
+        let rows = changed.spans.iter().flat_map(|(key, &(lo, to))| {
             self.series
                 .get(key)
                 .into_iter()
-                .flat_map(move |days| days.range(Some(lo)..=Some(hi.saturating_add(w))))
+                .flat_map(move |days| days.range(Some(lo)..=Some(to)))
                 .map(move |(d, day)| (key, *d, day))
         });
-        self.batch(rows).map(Some)
+        self.batch(rows)
     }
 
-    /// Every row, ordered by org, service and date: the whole table.
-    pub fn to_batch(&self) -> Result<RecordBatch> {
-        self.batch(self.series.iter().flat_map(|(key, days)| days.iter().map(move |(d, day)| (key, *d, day))))
+    /// Every row, ordered by org, service and date: the whole table, built on every core (a
+    /// batch per core).
+    pub fn to_batches(&self) -> Result<Vec<RecordBatch>> {
+        let keys: Vec<&Key> = self.series.keys().collect();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let share = keys.len().div_ceil(cores).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                keys.chunks(share)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            self.batch(part.iter().flat_map(|key| {
+                                self.series[*key].iter().map(move |(d, day)| (*key, *d, day))
+                            }))
+                        })
+                    })
+                    .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| Err(Error::Internal("a daily batch thread panicked".into())))
+                })
+                .collect()
+        })
     }
 
     /// The schema rows are written in: the feature columns, then [`score_columns`].
@@ -220,11 +301,11 @@ impl DailySeries {
     }
 }
 
-/// Scores the days of one series from `lo` to `hi` + window (the days a change from `lo` to `hi`
-/// reaches) over the days from `lo` − window, so each baseline is complete.
-fn rescore(days: &mut Days, lo: i32, hi: i32, cfg: &AnomalyConfig) {
-    let w = cfg.window_days;
-    let scored = Some(lo.saturating_sub(w))..=Some(hi.saturating_add(w));
+/// Scores the days of one series from `lo` to `to` (a change from `lo` reaches the window's
+/// days after the last touched day) over the days from `lo` − window, so each baseline is
+/// complete.
+fn rescore(days: &mut Days, lo: i32, to: i32, cfg: &AnomalyConfig) {
+    let scored = Some(lo.saturating_sub(cfg.window_days))..=Some(to);
     let input: Vec<(i32, f64)> =
         days.range(scored.clone()).map(|(d, day)| (d.unwrap_or_default(), day.cost())).collect();
     for ((d, day), score) in days.range_mut(scored).zip(score_series(&input, cfg)) {
@@ -236,12 +317,12 @@ fn rescore(days: &mut Days, lo: i32, hi: i32, cfg: &AnomalyConfig) {
 
 /// The key and feature columns of daily rows (the feature query's, or the table's).
 struct Columns {
-    org: ArrayRef,
-    service: ArrayRef,
-    date: ArrayRef,
-    decimals: Vec<ArrayRef>,
-    tokens: ArrayRef,
-    events: ArrayRef,
+    org: StringArray,
+    service: StringArray,
+    date: Date32Array,
+    decimals: Vec<Decimal128Array>,
+    tokens: Int64Array,
+    events: Int64Array,
 }
 
 fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
@@ -251,31 +332,59 @@ fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
     Ok(cast(c, to)?)
 }
 
+/// Rows that add to daily features: the feature query's rows, or silver events.
+trait DailyRows {
+    fn len(&self) -> usize;
+    fn org(&self, i: usize) -> Option<&str>;
+    fn service(&self, i: usize) -> Option<&str>;
+    fn date(&self, i: usize) -> Option<i32>;
+    /// What the row adds to its day (no scores).
+    fn sums(&self, i: usize) -> Day;
+}
+
+fn text(a: &StringArray, i: usize) -> Option<&str> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
 impl Columns {
     fn of(b: &RecordBatch) -> Result<Self> {
+        let text = |n| column(b, n, &DataType::Utf8).map(|a| a.as_string::<i32>().clone());
+        let int = |n| column(b, n, &DataType::Int64).map(|a| a.as_primitive::<Int64Type>().clone());
         Ok(Columns {
-            org: column(b, "org_id", &DataType::Utf8)?,
-            service: column(b, "service", &DataType::Utf8)?,
-            date: column(b, "usage_date", &DataType::Date32)?,
-            decimals: DECIMALS.iter().map(|n| column(b, n, &DECIMAL)).collect::<Result<_>>()?,
-            tokens: column(b, "genai_tokens", &DataType::Int64)?,
-            events: column(b, "events", &DataType::Int64)?,
+            org: text("org_id")?,
+            service: text("service")?,
+            date: column(b, "usage_date", &DataType::Date32)?.as_primitive::<Date32Type>().clone(),
+            decimals: DECIMALS
+                .iter()
+                .map(|n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone()))
+                .collect::<Result<_>>()?,
+            tokens: int("genai_tokens")?,
+            events: int("events")?,
         })
     }
+}
 
-    fn row(&self, i: usize) -> (Key, Option<i32>, Day) {
-        let text = |a: &ArrayRef| {
-            let a = a.as_string::<i32>();
-            a.is_valid(i).then(|| a.value(i).to_string())
-        };
-        let int = |a: &ArrayRef| {
-            let a = a.as_primitive::<Int64Type>();
-            if a.is_valid(i) { a.value(i) } else { 0 }
-        };
-        let date = self.date.as_primitive::<Date32Type>();
+impl DailyRows for Columns {
+    fn len(&self) -> usize {
+        self.org.len()
+    }
+
+    fn org(&self, i: usize) -> Option<&str> {
+        text(&self.org, i)
+    }
+
+    fn service(&self, i: usize) -> Option<&str> {
+        text(&self.service, i)
+    }
+
+    fn date(&self, i: usize) -> Option<i32> {
+        self.date.is_valid(i).then(|| self.date.value(i))
+    }
+
+    fn sums(&self, i: usize) -> Day {
+        let int = |a: &Int64Array| if a.is_valid(i) { a.value(i) } else { 0 };
         let mut decimals = [None; 5];
         for (k, (v, a)) in decimals.iter_mut().zip(&self.decimals).enumerate() {
-            let a = a.as_primitive::<Decimal128Type>();
             *v = if a.is_valid(i) {
                 Some(a.value(i))
             } else if k == 0 {
@@ -284,13 +393,73 @@ impl Columns {
                 Some(0)
             };
         }
-        let day = Day {
-            decimals,
-            genai_tokens: int(&self.tokens),
-            events: int(&self.events),
+        Day { decimals, genai_tokens: int(&self.tokens), events: int(&self.events), ..Default::default() }
+    }
+}
+
+/// The columns of silver usage events the features sum.
+struct EventColumns {
+    org: StringArray,
+    service: StringArray,
+    date: Date32Array,
+    metric: StringArray,
+    /// cost_usd, value, carbon_kg as `DECIMAL(18, 6)`.
+    cost: Decimal128Array,
+    value: Decimal128Array,
+    carbon: Decimal128Array,
+    tokens: Int64Array,
+}
+
+impl EventColumns {
+    fn of(b: &RecordBatch) -> Result<Self> {
+        let text = |n| column(b, n, &DataType::Utf8).map(|a| a.as_string::<i32>().clone());
+        let decimal = |n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone());
+        Ok(EventColumns {
+            org: text("org_id")?,
+            service: text("service")?,
+            date: column(b, "usage_date", &DataType::Date32)?.as_primitive::<Date32Type>().clone(),
+            metric: text("metric")?,
+            cost: decimal("cost_usd")?,
+            value: decimal("value")?,
+            carbon: decimal("carbon_kg")?,
+            tokens: column(b, "genai_tokens", &DataType::Int64)?.as_primitive::<Int64Type>().clone(),
+        })
+    }
+}
+
+impl DailyRows for EventColumns {
+    fn len(&self) -> usize {
+        self.org.len()
+    }
+
+    fn org(&self, i: usize) -> Option<&str> {
+        text(&self.org, i)
+    }
+
+    fn service(&self, i: usize) -> Option<&str> {
+        text(&self.service, i)
+    }
+
+    fn date(&self, i: usize) -> Option<i32> {
+        self.date.is_valid(i).then(|| self.date.value(i))
+    }
+
+    fn sums(&self, i: usize) -> Day {
+        let decimal = |a: &Decimal128Array| a.is_valid(i).then(|| a.value(i));
+        let metric = text(&self.metric, i);
+        let value = |m: &str| if metric == Some(m) { decimal(&self.value) } else { None };
+        Day {
+            decimals: [
+                decimal(&self.cost),
+                value("requests"),
+                value("cpu_hours"),
+                value("storage_gb_hours"),
+                decimal(&self.carbon),
+            ],
+            genai_tokens: if self.tokens.is_valid(i) { self.tokens.value(i) } else { 0 },
+            events: 1,
             ..Default::default()
-        };
-        ((text(&self.org), text(&self.service)), date.is_valid(i).then(|| date.value(i)), day)
+        }
     }
 }
 
@@ -405,9 +574,11 @@ mod tests {
             ("o2", 20_040, None, Some(700_000), 3),
         ];
         let mut series = DailySeries::default();
-        let all = series.apply(&[features(&first)], &cfg).unwrap().unwrap();
-        assert_eq!(all.num_rows(), 40);
-        let changed = series.apply(&[features(&second)], &cfg).unwrap().unwrap();
+        let all = series.apply(&[features(&first)], &cfg).unwrap();
+        assert_eq!((all.rows, series.changed_batch(&all).unwrap().num_rows()), (40, 40));
+        let changed = series.apply(&[features(&second)], &cfg).unwrap();
+        assert_eq!(changed.rows, 15 + 8);
+        let changed = series.changed_batch(&changed).unwrap();
         // o1: days 3..=17 (12 + window); o2: days 9, 12, ..., 27 and 40 (every day from 9 on).
         assert_eq!(changed.num_rows(), 15 + 8);
         assert_eq!(series.len(), 41);
@@ -430,7 +601,8 @@ mod tests {
         let ctx = SessionContext::new();
         let once = features(&rows);
         let (_, expected) = super::super::score(&ctx, &cfg, once.schema(), vec![once]).await.unwrap();
-        let got = series.to_batch().unwrap();
+        let parts = series.to_batches().unwrap();
+        let got = datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
         // The rebuild orders null services last; the series order them first: compare as sets.
         let sorted = |b: &RecordBatch| {
             let mut lines: Vec<String> =
@@ -448,5 +620,102 @@ mod tests {
         // A null cost stays null until a cost arrives; a cost sums exactly.
         let line = sorted(&got).into_iter().find(|l| l.contains("o1") && l.contains("2024-10-16")).unwrap();
         assert!(line.contains("41.012000"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn events_summed_directly_equal_the_feature_query() {
+        use datafusion::arrow::array::Float64Array;
+        let cfg = AnomalyConfig { window_days: 3, min_baseline_days: 2, ..Default::default() };
+        // (org, service, day, metric, value, cost in micro-dollars, carbon, tokens)
+        type Event<'a> = (
+            &'a str,
+            Option<&'a str>,
+            i32,
+            Option<&'a str>,
+            Option<f64>,
+            Option<i128>,
+            Option<f64>,
+            Option<i64>,
+        );
+        let events: Vec<Event> = vec![
+            ("o1", Some("compute"), 20_000, Some("requests"), Some(0.1), Some(1_000_000), Some(0.2), None),
+            ("o1", Some("compute"), 20_000, Some("requests"), Some(0.2), Some(-10_000), Some(1e-7), None),
+            ("o1", Some("compute"), 20_000, Some("cpu_hours"), Some(0.000_000_5), None, None, None),
+            (
+                "o1",
+                Some("compute"),
+                20_001,
+                Some("storage_gb_hours"),
+                Some(123_456.789_012_5),
+                Some(5),
+                Some(-0.25),
+                None,
+            ),
+            ("o1", Some("compute"), 20_001, None, Some(7.0), Some(7), None, None),
+            ("o1", Some("compute"), 20_002, Some("bytes"), None, Some(3_000_000), Some(2.5), None),
+            ("o1", Some("compute"), 20_003, Some("requests"), None, Some(2_000_000), None, None),
+            (
+                "o2",
+                Some("genai"),
+                20_000,
+                Some("requests"),
+                Some(1.0),
+                Some(500_000),
+                Some(0.001),
+                Some(1200),
+            ),
+            (
+                "o2",
+                Some("genai"),
+                20_003,
+                Some("cpu_hours"),
+                Some(2.5),
+                Some(600_000),
+                Some(0.002),
+                Some(800),
+            ),
+            ("o2", None, 20_002, Some("requests"), Some(3.0), Some(1), None, None),
+        ];
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("org_id", DataType::Utf8, true),
+            Field::new("service", DataType::Utf8, true),
+            Field::new("usage_date", DataType::Date32, true),
+            Field::new("metric", DataType::Utf8, true),
+            Field::new("value", DataType::Float64, true),
+            Field::new("cost_usd", DECIMAL, true),
+            Field::new("carbon_kg", DataType::Float64, true),
+            Field::new("genai_tokens", DataType::Int64, true),
+        ]));
+        let clean = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(events.iter().map(|e| e.0))),
+                Arc::new(StringArray::from(events.iter().map(|e| e.1).collect::<Vec<_>>())),
+                Arc::new(Date32Array::from_iter_values(events.iter().map(|e| e.2))),
+                Arc::new(StringArray::from(events.iter().map(|e| e.3).collect::<Vec<_>>())),
+                Arc::new(Float64Array::from(events.iter().map(|e| e.4).collect::<Vec<_>>())),
+                Arc::new(
+                    Decimal128Array::from(events.iter().map(|e| e.5).collect::<Vec<_>>())
+                        .with_precision_and_scale(18, MONEY_SCALE)
+                        .unwrap(),
+                ),
+                Arc::new(Float64Array::from(events.iter().map(|e| e.6).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(events.iter().map(|e| e.7).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let ctx = SessionContext::new();
+        ctx.register_batch("clean", clean.clone()).unwrap();
+        let df = ctx.sql(&super::super::features_sql("clean")).await.unwrap();
+        let features = Arc::new(df.schema().as_arrow().clone());
+        let by_query = df.collect().await.unwrap();
+
+        let mut queried = DailySeries::default();
+        queried.apply(&by_query, &cfg).unwrap();
+        let mut direct = DailySeries::default();
+        let changed = direct.apply_events(&[clean], features, &cfg).unwrap();
+        assert_eq!(changed.rows, 7);
+        assert_eq!(direct.series, queried.series);
+        assert_eq!(direct.to_batches().unwrap(), queried.to_batches().unwrap());
     }
 }

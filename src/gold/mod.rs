@@ -13,8 +13,9 @@
 //! tickets or a setting changed). Usage events reach gold one micro-batch at a time
 //! ([`crate::stream`]): [`merge_event_marts`] takes the daily rows the batch changed — its (org,
 //! date, service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them
-//! into the event marts on their grain, then [`rebuild_always`] rebuilds `org_health` (one row
-//! per org); batch marts are left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
+//! into the event marts on their grain (or, when they are a quarter of the daily table or more,
+//! [`rebuild_event_marts`] rewrites the event marts from the whole table), then
+//! [`rebuild_always`] rebuilds `org_health` (one row per org); batch marts are left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
 
 pub mod cost_anomaly_mart;
 pub mod genai_tokens_by_org_date;

@@ -11,10 +11,13 @@
 //! 4. write its plan and state to the checkpoint ([`checkpoint`]), then **commit bronze** with the
 //!    Delta application transaction `(app_id, N)` — the commit point: offsets and state are
 //!    committed with it (silver conforms the same rows meanwhile, and writes nothing before it);
-//! 5. **downstream**, each commit recording `(app_id, N)`: silver rows, rejects to quarantine,
-//!    the daily features of the touched (org, service) series upserted into `silver_usage_daily`,
-//!    and the event marts upserted on their grain ([`crate::gold::merge_event_marts`]). From
-//!    Kafka, batch N+1 is planned, fetched and parsed meanwhile (nothing of it is written).
+//! 5. **downstream**, each commit recording `(app_id, N)`, concurrently: silver rows, rejects to
+//!    quarantine, and the daily features of the touched (org, service) series — added to the
+//!    stream's in-memory copy of `silver_usage_daily`
+//!    ([`crate::silver::usage_daily::DailySeries`]) and upserted, with the event marts on their
+//!    grain ([`crate::gold::merge_event_marts`]), or both rewritten whole when the batch changed
+//!    a quarter of the daily rows ([`crate::gold::rebuild_event_marts`]). From Kafka, batch N+1
+//!    is planned, fetched and parsed meanwhile (nothing of it is written).
 //!
 //! After a crash at any instant, the restart reads bronze's transaction version B: plans above B
 //! are discarded (nothing of them committed), and batch B, if not marked done, is finished — its

@@ -109,10 +109,11 @@ impl DailySeries {
             let columns = Columns::of(&b)?;
             let scores = ScoreColumns::of(&b)?;
             for i in 0..b.num_rows() {
-                let key = (columns.org(i).map(str::to_string), columns.service(i).map(str::to_string));
+                let k = &columns.keys;
+                let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
                 let mut day = columns.sums(i);
                 day.score = scores.row(i);
-                if out.series.entry(key).or_default().insert(columns.date(i), day).is_none() {
+                if out.series.entry(key).or_default().insert(k.date(i), day).is_none() {
                     out.rows += 1;
                 }
             }
@@ -166,9 +167,10 @@ impl DailySeries {
         // The batch's rows by series (borrowed keys: one lookup and one key per series, not per row).
         let mut groups: HashMap<(&str, Option<&str>), Vec<Position>> = HashMap::new();
         for (b, c) in columns.iter().enumerate() {
-            for i in 0..c.len() {
-                if let (Some(org), Some(_)) = (c.org(i), c.date(i)) {
-                    groups.entry((org, c.service(i))).or_default().push((b, i));
+            let k = c.keys();
+            for i in 0..k.len() {
+                if let (Some(org), Some(_)) = (k.org(i), k.date(i)) {
+                    groups.entry((org, k.service(i))).or_default().push((b, i));
                 }
             }
         }
@@ -178,7 +180,7 @@ impl DailySeries {
             let (mut lo, mut hi) = (i32::MAX, i32::MIN);
             for (b, i) in rows {
                 let c = &columns[b];
-                let Some(d) = c.date(i) else { continue };
+                let Some(d) = c.keys().date(i) else { continue };
                 let day = days.entry(Some(d)).or_insert_with(|| {
                     self.rows += 1;
                     Day::default()
@@ -315,14 +317,11 @@ fn rescore(days: &mut Days, lo: i32, to: i32, cfg: &AnomalyConfig) {
     }
 }
 
-/// The key and feature columns of daily rows (the feature query's, or the table's).
-struct Columns {
+/// The key columns of daily rows or events: org, service, date.
+struct Keys {
     org: StringArray,
     service: StringArray,
     date: Date32Array,
-    decimals: Vec<Decimal128Array>,
-    tokens: Int64Array,
-    events: Int64Array,
 }
 
 fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
@@ -332,39 +331,23 @@ fn column(b: &RecordBatch, name: &str, to: &DataType) -> Result<ArrayRef> {
     Ok(cast(c, to)?)
 }
 
-/// Rows that add to daily features: the feature query's rows, or silver events.
-trait DailyRows {
-    fn len(&self) -> usize;
-    fn org(&self, i: usize) -> Option<&str>;
-    fn service(&self, i: usize) -> Option<&str>;
-    fn date(&self, i: usize) -> Option<i32>;
-    /// What the row adds to its day (no scores).
-    fn sums(&self, i: usize) -> Day;
+fn text_column(b: &RecordBatch, name: &str) -> Result<StringArray> {
+    Ok(column(b, name, &DataType::Utf8)?.as_string::<i32>().clone())
 }
 
 fn text(a: &StringArray, i: usize) -> Option<&str> {
     a.is_valid(i).then(|| a.value(i))
 }
 
-impl Columns {
+impl Keys {
     fn of(b: &RecordBatch) -> Result<Self> {
-        let text = |n| column(b, n, &DataType::Utf8).map(|a| a.as_string::<i32>().clone());
-        let int = |n| column(b, n, &DataType::Int64).map(|a| a.as_primitive::<Int64Type>().clone());
-        Ok(Columns {
-            org: text("org_id")?,
-            service: text("service")?,
+        Ok(Keys {
+            org: text_column(b, "org_id")?,
+            service: text_column(b, "service")?,
             date: column(b, "usage_date", &DataType::Date32)?.as_primitive::<Date32Type>().clone(),
-            decimals: DECIMALS
-                .iter()
-                .map(|n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone()))
-                .collect::<Result<_>>()?,
-            tokens: int("genai_tokens")?,
-            events: int("events")?,
         })
     }
-}
 
-impl DailyRows for Columns {
     fn len(&self) -> usize {
         self.org.len()
     }
@@ -379,6 +362,42 @@ impl DailyRows for Columns {
 
     fn date(&self, i: usize) -> Option<i32> {
         self.date.is_valid(i).then(|| self.date.value(i))
+    }
+}
+
+/// Rows that add to daily features: the feature query's rows, or silver events.
+trait DailyRows {
+    fn keys(&self) -> &Keys;
+    /// What row `i` adds to its day (no scores).
+    fn sums(&self, i: usize) -> Day;
+}
+
+/// The feature columns of daily rows (the feature query's, or the table's).
+struct Columns {
+    keys: Keys,
+    decimals: Vec<Decimal128Array>,
+    tokens: Int64Array,
+    events: Int64Array,
+}
+
+impl Columns {
+    fn of(b: &RecordBatch) -> Result<Self> {
+        let int = |n| column(b, n, &DataType::Int64).map(|a| a.as_primitive::<Int64Type>().clone());
+        Ok(Columns {
+            keys: Keys::of(b)?,
+            decimals: DECIMALS
+                .iter()
+                .map(|n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone()))
+                .collect::<Result<_>>()?,
+            tokens: int("genai_tokens")?,
+            events: int("events")?,
+        })
+    }
+}
+
+impl DailyRows for Columns {
+    fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn sums(&self, i: usize) -> Day {
@@ -399,9 +418,7 @@ impl DailyRows for Columns {
 
 /// The columns of silver usage events the features sum.
 struct EventColumns {
-    org: StringArray,
-    service: StringArray,
-    date: Date32Array,
+    keys: Keys,
     metric: StringArray,
     /// cost_usd, value, carbon_kg as `DECIMAL(18, 6)`.
     cost: Decimal128Array,
@@ -412,13 +429,10 @@ struct EventColumns {
 
 impl EventColumns {
     fn of(b: &RecordBatch) -> Result<Self> {
-        let text = |n| column(b, n, &DataType::Utf8).map(|a| a.as_string::<i32>().clone());
         let decimal = |n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone());
         Ok(EventColumns {
-            org: text("org_id")?,
-            service: text("service")?,
-            date: column(b, "usage_date", &DataType::Date32)?.as_primitive::<Date32Type>().clone(),
-            metric: text("metric")?,
+            keys: Keys::of(b)?,
+            metric: text_column(b, "metric")?,
             cost: decimal("cost_usd")?,
             value: decimal("value")?,
             carbon: decimal("carbon_kg")?,
@@ -428,20 +442,8 @@ impl EventColumns {
 }
 
 impl DailyRows for EventColumns {
-    fn len(&self) -> usize {
-        self.org.len()
-    }
-
-    fn org(&self, i: usize) -> Option<&str> {
-        text(&self.org, i)
-    }
-
-    fn service(&self, i: usize) -> Option<&str> {
-        text(&self.service, i)
-    }
-
-    fn date(&self, i: usize) -> Option<i32> {
-        self.date.is_valid(i).then(|| self.date.value(i))
+    fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     fn sums(&self, i: usize) -> Day {

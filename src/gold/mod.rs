@@ -142,7 +142,7 @@ pub async fn build(ctx: &SessionContext, lake: &Lake, txn: Option<&Txn>) -> Resu
 }
 
 /// A micro-batch's gold step for the event marts: the daily rows it changed (`affected`, from
-/// [`crate::silver::usage_daily::for_batch`]) are turned into mart rows and MERGEd on each event
+/// [`crate::silver::usage_daily::DailySeries`]) are turned into mart rows and MERGEd on each event
 /// mart's grain, the marts concurrently; every commit records `txn`. A mart that already recorded
 /// `txn` (a replay after a crash) is left as it is. Then [`rebuild_always`] follows, once
 /// `silver_usage_daily` holds the batch.

@@ -270,8 +270,7 @@ impl Lake {
         partitions: &[&str],
         txn: &Txn,
     ) -> Result<DeltaTable> {
-        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
-        self.write(layer, name, batches, partitions, SaveMode::Append, Some(txn)).await
+        self.save(layer, name, batches, schema, partitions, SaveMode::Append, Some(txn)).await
     }
 
     /// The last version of application `app_id` a table recorded ([`Txn`]); `None` when the
@@ -298,8 +297,7 @@ impl Lake {
         schema: datafusion::arrow::datatypes::SchemaRef,
         partitions: &[&str],
     ) -> Result<DeltaTable> {
-        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
-        self.write(layer, name, batches, partitions, SaveMode::Overwrite, None).await
+        self.save(layer, name, batches, schema, partitions, SaveMode::Overwrite, None).await
     }
 
     /// [`Lake::overwrite`] in a commit that also records `txn`.
@@ -312,8 +310,7 @@ impl Lake {
         partitions: &[&str],
         txn: &Txn,
     ) -> Result<DeltaTable> {
-        let batches = if batches.is_empty() { vec![RecordBatch::new_empty(schema)] } else { batches };
-        self.write(layer, name, batches, partitions, SaveMode::Overwrite, Some(txn)).await
+        self.save(layer, name, batches, schema, partitions, SaveMode::Overwrite, Some(txn)).await
     }
 
     /// Overwrites or appends `batches` (an empty overwrite writes an empty table with `schema`),

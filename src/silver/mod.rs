@@ -186,8 +186,8 @@ pub async fn build_masters(
 }
 
 /// Rebuilds `silver_usage_events` from all of `bronze_usage_events`, then `silver_usage_daily`
-/// in full. The streaming path appends to both instead ([`events_batch`],
-/// [`usage_daily::for_batch`]); this is for when what they were enriched with changed (a
+/// in full. The streaming path adds to both instead ([`crate::stream::batch`],
+/// [`usage_daily::DailySeries`]); this is for when what they were enriched with changed (a
 /// master, a rule, a threshold).
 /// Each overwrite records `txn` when given (the stream batches the rebuild covers).
 pub async fn rebuild_events(
@@ -238,7 +238,7 @@ async fn rebuild_event_rows(
     let _ = ctx.deregister_table(ALL)?;
     ctx.register_table(ALL, provider.clone())?;
     let mut features: Vec<RecordBatch> = Vec::new();
-    let mut features_schema: Option<SchemaRef> = None;
+    let mut events_schema: Option<SchemaRef> = None;
     let result = async {
         for (i, predicate) in chunks.iter().enumerate() {
             let view = ctx.sql(&format!("SELECT * FROM {ALL} WHERE {predicate}")).await?.into_view();
@@ -253,12 +253,11 @@ async fn rebuild_event_rows(
             }
             if c.rows > 0 {
                 crate::lake::register_batches(ctx, CHUNK, c.schema.clone(), c.clean.clone())?;
-                let found = crate::lake::collect(ctx.sql(&usage_daily::features_sql(CHUNK)).await?).await;
+                let found = ctx.sql(&usage_daily::features_sql(CHUNK)).await?.collect().await;
                 let _ = ctx.deregister_table(CHUNK)?;
-                let (schema, batches) = found?;
-                features_schema = Some(schema);
-                features.extend(batches);
+                features.extend(found?);
             }
+            events_schema = Some(c.schema.clone());
             quarantine::write(ctx, lake, table.bronze, c.quarantine).await?;
             m.absorb(&SilverMetrics {
                 rows: c.rows,
@@ -277,13 +276,8 @@ async fn rebuild_event_rows(
     result?;
     lake.register(ctx, Layer::Silver, table.name).await?;
     m.millis = started.elapsed().as_millis() as u64;
-    let features_schema = match features_schema {
-        Some(s) => s,
-        // No clean event: the feature columns as the query declares them over the empty table.
-        None => {
-            crate::lake::collect(ctx.sql(&usage_daily::features_sql("silver_usage_events")).await?).await?.0
-        }
-    };
+    let events_schema = events_schema.ok_or_else(|| Error::Internal("no chunk of usage events".into()))?;
+    let features_schema = usage_daily::features_schema(ctx, events_schema).await?;
     tracing::info!(
         rows = m.rows,
         quarantined = m.quarantined,

@@ -362,8 +362,9 @@ pub(crate) async fn downstream(
 /// lake when it holds none) takes the batch's sums; when the changed rows are a quarter of the
 /// table or more, the daily table and the event marts are rewritten whole from it, otherwise
 /// the changed rows are upserted. A batch whose daily commit already happened (a replay after
-/// a crash) reads its changed rows back from the lake instead, and the series are loaded again
-/// by the next batch; so are they after any failure.
+/// a crash) loads the series from the lake, which holds the batch, and only names the rows it
+/// changed, for the marts that still lack it. A batch that fails leaves no series: the next one
+/// loads them from the lake.
 async fn daily_and_gold(
     env: &Env<'_>,
     txn: &Txn,
@@ -378,20 +379,9 @@ async fn daily_and_gold(
             .txn_version(Layer::Silver, "usage_daily", &txn.app_id)
             .await?
             .is_some_and(|v| v >= txn.version);
-    if applied {
-        lake.register(ctx, Layer::Silver, "usage_daily").await?;
-        let (schema, affected) = usage_daily::for_batch(ctx, cfg, clean, true).await?;
-        let rows = affected.iter().map(|b| b.num_rows() as u64).sum();
-        if rows == 0 {
-            return Ok((0, vec![]));
-        }
-        let mut gold = gold::merge_event_marts(ctx, lake, (schema, affected), txn).await?;
-        gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
-        return Ok((rows, gold));
-    }
     let mut series = match held {
-        Some(s) => s,
-        None => DailySeries::load(ctx, lake).await?,
+        Some(s) if !applied => s,
+        _ => DailySeries::load(ctx, lake).await?,
     };
     lap.step("load");
     let Some(events_schema) = clean.first().map(|b| b.schema()) else {
@@ -402,7 +392,11 @@ async fn daily_and_gold(
         Some(f) => f,
         None => usage_daily::features_schema(ctx, events_schema).await?,
     };
-    let changed = series.apply_events(&clean, features, cfg)?;
+    let changed = if applied {
+        series.changed_by_events(&clean, features, cfg)?
+    } else {
+        series.apply_events(&clean, features, cfg)?
+    };
     if changed.rows == 0 {
         env.keep_daily(series);
         return Ok((0, vec![]));
@@ -413,15 +407,25 @@ async fn daily_and_gold(
         let all = series.to_batches()?;
         let schema = all[0].schema();
         register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
-        let daily = lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn);
+        let daily = async {
+            if !applied {
+                lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn).await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
         let marts = gold::rebuild_event_marts(ctx, lake, txn);
         futures::future::try_join(daily, marts).await?.1
     } else {
         let affected = series.changed_batch(&changed)?;
-        let keys = ["org_id", "usage_date", "service"];
-        let daily =
-            lake.merge_txn(ctx, Layer::Silver, "usage_daily", vec![affected.clone()], &keys, Some(txn));
-        let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected]), txn);
+        let daily = async {
+            if !applied {
+                let keys = ["org_id", "usage_date", "service"];
+                let rows = vec![affected.clone()];
+                lake.merge_txn(ctx, Layer::Silver, "usage_daily", rows, &keys, Some(txn)).await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
+        let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected.clone()]), txn);
         let gold = futures::future::try_join(daily, marts).await?.1;
         lake.register(ctx, Layer::Silver, "usage_daily").await?;
         gold

@@ -3,8 +3,10 @@
 //!
 //! Features: cost_usd, requests, cpu_hours, storage_gb_hours (sums of `value` by metric),
 //! genai_tokens, carbon_kg, events. Every sum is an exact decimal (6 places), so the result does
-//! not depend on the order rows are added in: re-runs and incremental merges give identical marts. Aggregation runs in DataFusion; the trailing
-//! baseline statistics (medians, MAD, percentiles over a moving window) run in Rust.
+//! not depend on the order rows are added in: re-runs and incremental merges give identical
+//! marts. A rebuild aggregates with [`features_sql`] in DataFusion; a stream adds each
+//! micro-batch to the series it holds in memory ([`DailySeries`]). The trailing baseline
+//! statistics (medians, MAD, percentiles over a moving window) run in Rust.
 
 use std::sync::Arc;
 
@@ -64,120 +66,6 @@ pub async fn features_schema(ctx: &SessionContext, events: SchemaRef) -> Result<
         ctx.sql(&features_sql(EMPTY)).await.map(|df| Arc::new(df.schema().as_arrow().clone()) as SchemaRef);
     let _ = ctx.deregister_table(EMPTY)?;
     Ok(planned?)
-}
-
-/// Relation names [`for_batch`] registers while it runs.
-const BATCH: &str = "__usage_daily_batch";
-const DELTA: &str = "__usage_daily_delta";
-const SERIES: &str = "__usage_daily_series";
-const SCORED: &str = "__usage_daily_scored";
-
-/// The feature columns summed when daily rows are added up: (name, SQL of the sum).
-const SUMS: &[(&str, &str)] = &[
-    ("cost_usd", "CAST(sum(cost_usd) AS DECIMAL(18, 6))"),
-    ("requests", "CAST(COALESCE(sum(requests), 0) AS DECIMAL(18, 6))"),
-    ("cpu_hours", "CAST(COALESCE(sum(cpu_hours), 0) AS DECIMAL(18, 6))"),
-    ("storage_gb_hours", "CAST(COALESCE(sum(storage_gb_hours), 0) AS DECIMAL(18, 6))"),
-    ("genai_tokens", "COALESCE(sum(genai_tokens), 0)"),
-    ("carbon_kg", "CAST(COALESCE(sum(carbon_kg), 0) AS DECIMAL(18, 6))"),
-    ("events", "CAST(COALESCE(sum(events), 0) AS BIGINT)"),
-];
-
-/// The daily rows a micro-batch changes. `clean` holds the batch's new silver usage events
-/// (bronze dedup makes silver append-only, so a day's features are its previous features plus
-/// the batch's); `silver_usage_daily` in `ctx` holds the days before the batch, and already
-/// includes it when `applied` (a batch finished again after a crash). For each touched (org,
-/// service) series the days from its first touched day to `window_days` after its last are
-/// affected (their features, or the trailing baseline their scores use, include a touched day);
-/// they are scored over a range that starts `window_days` earlier, so every baseline is
-/// complete. Only those days of `silver_usage_daily` are read, never the events. The rows equal
-/// those of a full rebuild (tested).
-pub async fn for_batch(
-    ctx: &SessionContext,
-    cfg: &AnomalyConfig,
-    clean: Vec<RecordBatch>,
-    applied: bool,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let empty = || (Arc::new(Schema::empty()) as SchemaRef, vec![]);
-    let Some(schema) = clean.first().map(|b| b.schema()) else { return Ok(empty()) };
-    crate::lake::register_batches(ctx, BATCH, schema, clean)?;
-    let (delta_schema, delta) = crate::lake::collect(ctx.sql(&features_sql(BATCH)).await?).await?;
-    let _ = ctx.deregister_table(BATCH)?;
-    crate::lake::register_batches(ctx, DELTA, delta_schema, delta)?;
-    let series = ctx
-        .sql(&format!(
-            "SELECT org_id, service, min(usage_date) AS first_day, max(usage_date) AS last_day
-             FROM {DELTA} WHERE usage_date IS NOT NULL GROUP BY org_id, service"
-        ))
-        .await?
-        .collect()
-        .await?;
-    let mut span: Option<(i32, i32)> = None;
-    for b in &series {
-        let first = b.column(2).as_primitive::<Date32Type>();
-        let last = b.column(3).as_primitive::<Date32Type>();
-        for i in 0..b.num_rows() {
-            let (lo, hi) = (first.value(i), last.value(i));
-            span = Some(span.map_or((lo, hi), |(a, z)| (a.min(lo), z.max(hi))));
-        }
-    }
-    let Some((lo, hi)) = span else {
-        let _ = ctx.deregister_table(DELTA)?;
-        return Ok(empty());
-    };
-    let series_schema = series[0].schema();
-    crate::lake::register_batches(ctx, SERIES, series_schema, series)?;
-    let w = cfg.window_days;
-    let day = |d: i32| crate::serving::from_days(d).to_string();
-    let columns = SUMS.iter().map(|(c, _)| format!("x.{c}")).collect::<Vec<_>>().join(", ");
-    let in_range = |x: &str| {
-        format!(
-            "JOIN {SERIES} s ON {x}.org_id = s.org_id AND ({x}.service IS NOT DISTINCT FROM s.service)
-              AND {x}.usage_date >= s.first_day - INTERVAL '{w} days' AND {x}.usage_date <= s.last_day + INTERVAL '{w} days'
-             WHERE {x}.usage_date >= DATE '{lo}' - INTERVAL '{w} days' AND {x}.usage_date <= DATE '{hi}' + INTERVAL '{w} days'",
-            lo = day(lo),
-            hi = day(hi),
-        )
-    };
-    let mut parts = Vec::new();
-    if ctx.table_exist("silver_usage_daily")? {
-        parts.push(format!(
-            "SELECT x.org_id, x.usage_date, x.service, {columns} FROM silver_usage_daily x {}",
-            in_range("x")
-        ));
-    }
-    if !applied || parts.is_empty() {
-        parts.push(format!(
-            "SELECT x.org_id, x.usage_date, x.service, {columns} FROM {DELTA} x {}",
-            in_range("x")
-        ));
-    }
-    let sums = SUMS.iter().map(|(c, sql)| format!("{sql} AS {c}")).collect::<Vec<_>>().join(",\n        ");
-    let sql = format!(
-        "SELECT org_id, usage_date, service,
-        {sums}
-    FROM ({}) GROUP BY org_id, usage_date, service
-    ORDER BY org_id, service, usage_date",
-        parts.join("\n    UNION ALL\n    ")
-    );
-    let scored_rows = scored_sql(ctx, cfg, &sql).await;
-    let _ = ctx.deregister_table(DELTA)?;
-    let (schema, rows) = scored_rows?;
-    crate::lake::register_batches(ctx, SCORED, schema, rows)?;
-    let affected = crate::lake::collect(
-        ctx.sql(&format!(
-            "SELECT d.* FROM {SCORED} d JOIN {SERIES} s
-               ON d.org_id = s.org_id AND (d.service IS NOT DISTINCT FROM s.service)
-             WHERE d.usage_date >= s.first_day AND d.usage_date <= s.last_day + INTERVAL '{w} days'"
-        ))
-        .await?,
-    )
-    .await;
-    for t in [SERIES, SCORED] {
-        let _ = ctx.deregister_table(t)?;
-    }
-    let (schema, affected) = affected?;
-    Ok((schema, affected.into_iter().filter(|b| b.num_rows() > 0).collect()))
 }
 
 /// Scores the daily features `sql` returns, ordered by org, service and date, per series.

@@ -2,12 +2,14 @@
 //! series, each day's exact feature sums and its scores.
 //!
 //! A micro-batch adds its own daily sums (those of [`super::features_sql`] over its new silver
-//! events, summed in one pass) to the days they belong to, then rescores each touched series from its first touched day to
-//! `window_days` after its last (the days whose features or trailing baseline include a touched
-//! day), over a range starting `window_days` earlier so every baseline is complete: the same
-//! rows, sums and scores as [`super::for_batch`], which reads them back from the lake, and as a
-//! full rebuild (tested). The stream loads the series from the lake once, keeps them while its
-//! commits succeed, and drops them (to load them again) when a batch fails or is replayed.
+//! events, summed in one pass) to the days they belong to, then rescores each touched series
+//! from its first touched day to `window_days` after its last (the days whose features or
+//! trailing baseline include a touched day), over a range starting `window_days` earlier so
+//! every baseline is complete: the same rows, sums and scores as a full rebuild (tested). The
+//! stream loads the series from the lake once and keeps them while its commits succeed; a batch
+//! that fails leaves none, and the next loads them again. A batch replayed after a crash whose
+//! daily commit happened loads them from the lake (which holds it) and only names the rows it
+//! changed ([`DailySeries::changed_by_events`]), for the marts still to update.
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
@@ -138,7 +140,7 @@ impl DailySeries {
 
     /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) and rescores the
     /// touched series; returns which rows changed. A row without an org or a date touches no
-    /// series (as in [`super::for_batch`]).
+    /// series.
     pub fn apply(&mut self, delta: &[RecordBatch], cfg: &AnomalyConfig) -> Result<Changed> {
         let Some(first) = delta.first() else { return Ok(Changed::default()) };
         self.features = Some(first.schema());
@@ -157,24 +159,43 @@ impl DailySeries {
         cfg: &AnomalyConfig,
     ) -> Result<Changed> {
         self.features = Some(features);
-        let columns =
-            clean.iter().filter(|b| b.num_rows() > 0).map(EventColumns::of).collect::<Result<Vec<_>>>()?;
+        let columns = EventColumns::of_all(clean)?;
         self.absorb(&columns, cfg)
+    }
+
+    /// What a micro-batch's new silver events `clean` changed in series that already hold them
+    /// (the lake's daily table, when the batch's daily commit happened before a crash): the same
+    /// spans as [`DailySeries::apply_events`], nothing added or rescored.
+    pub fn changed_by_events(
+        &mut self,
+        clean: &[RecordBatch],
+        features: SchemaRef,
+        cfg: &AnomalyConfig,
+    ) -> Result<Changed> {
+        self.features = Some(features);
+        let columns = EventColumns::of_all(clean)?;
+        let mut changed = Changed::default();
+        for ((org, service), rows) in by_series(&columns) {
+            let dates = rows.iter().filter_map(|&(b, i)| columns[b].keys().date(i));
+            let (lo, hi) = dates.fold((i32::MAX, i32::MIN), |(lo, hi), d| (lo.min(d), hi.max(d)));
+            let key: Key = (Some(org.to_string()), service.map(str::to_string));
+            changed.spans.insert(key, (lo, hi.saturating_add(cfg.window_days)));
+        }
+        changed.rows = self.count(&changed);
+        Ok(changed)
+    }
+
+    /// Rows in the spans of `changed`.
+    fn count(&self, changed: &Changed) -> usize {
+        let rows = changed.spans.iter().filter_map(|(key, &(lo, to))| {
+            self.series.get(key).map(|days| days.range(Some(lo)..=Some(to)).count())
+        });
+        rows.sum()
     }
 
     fn absorb<R: DailyRows>(&mut self, columns: &[R], cfg: &AnomalyConfig) -> Result<Changed> {
         let mut changed = Changed::default();
-        // The batch's rows by series (borrowed keys: one lookup and one key per series, not per row).
-        let mut groups: HashMap<(&str, Option<&str>), Vec<Position>> = HashMap::new();
-        for (b, c) in columns.iter().enumerate() {
-            let k = c.keys();
-            for i in 0..k.len() {
-                if let (Some(org), Some(_)) = (k.org(i), k.date(i)) {
-                    groups.entry((org, k.service(i))).or_default().push((b, i));
-                }
-            }
-        }
-        for ((org, service), rows) in groups {
+        for ((org, service), rows) in by_series(columns) {
             let key: Key = (Some(org.to_string()), service.map(str::to_string));
             let days = self.series.entry(key.clone()).or_default();
             let (mut lo, mut hi) = (i32::MAX, i32::MIN);
@@ -207,13 +228,7 @@ impl DailySeries {
                 });
             }
         });
-        changed.rows = changed
-            .spans
-            .iter()
-            .filter_map(|(key, &(lo, to))| {
-                self.series.get(key).map(|days| days.range(Some(lo)..=Some(to)).count())
-            })
-            .sum();
+        changed.rows = self.count(&changed);
         Ok(changed)
     }
 
@@ -301,6 +316,21 @@ impl DailySeries {
         }
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
+}
+
+/// The rows of `columns` by series, as (batch, row) positions; a row without an org or a date
+/// touches no series. Keys are borrowed: one lookup and one owned key per series, not per row.
+fn by_series<R: DailyRows>(columns: &[R]) -> HashMap<(&str, Option<&str>), Vec<Position>> {
+    let mut groups: HashMap<(&str, Option<&str>), Vec<Position>> = HashMap::new();
+    for (b, c) in columns.iter().enumerate() {
+        let k = c.keys();
+        for i in 0..k.len() {
+            if let (Some(org), Some(_)) = (k.org(i), k.date(i)) {
+                groups.entry((org, k.service(i))).or_default().push((b, i));
+            }
+        }
+    }
+    groups
 }
 
 /// Scores the days of one series from `lo` to `to` (a change from `lo` reaches the window's
@@ -428,6 +458,10 @@ struct EventColumns {
 }
 
 impl EventColumns {
+    fn of_all(clean: &[RecordBatch]) -> Result<Vec<Self>> {
+        clean.iter().filter(|b| b.num_rows() > 0).map(EventColumns::of).collect()
+    }
+
     fn of(b: &RecordBatch) -> Result<Self> {
         let decimal = |n| column(b, n, &DECIMAL).map(|a| a.as_primitive::<Decimal128Type>().clone());
         Ok(EventColumns {
@@ -715,9 +749,17 @@ mod tests {
         let mut queried = DailySeries::default();
         queried.apply(&by_query, &cfg).unwrap();
         let mut direct = DailySeries::default();
-        let changed = direct.apply_events(&[clean], features, &cfg).unwrap();
+        let changed = direct.apply_events(std::slice::from_ref(&clean), features.clone(), &cfg).unwrap();
         assert_eq!(changed.rows, 7);
         assert_eq!(direct.series, queried.series);
         assert_eq!(direct.to_batches().unwrap(), queried.to_batches().unwrap());
+
+        // A replay after the daily commit: the series already hold the batch; the same rows are
+        // named as changed, and nothing is added again.
+        let before = direct.series.clone();
+        let again = direct.changed_by_events(&[clean], features, &cfg).unwrap();
+        assert_eq!(again.rows, changed.rows);
+        assert_eq!(direct.changed_batch(&again).unwrap(), direct.changed_batch(&changed).unwrap());
+        assert_eq!(direct.series, before);
     }
 }

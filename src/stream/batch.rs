@@ -1,5 +1,7 @@
-//! One micro-batch through the layers: bronze (dedup, the commit point), then silver,
-//! quarantine, daily features and gold, each commit recording the batch's Delta transaction.
+//! One micro-batch through the layers: bronze (dedup, the commit point), then silver and
+//! quarantine, each commit recording the batch's Delta transaction, its daily sums added to the
+//! stream's in-memory daily series; then the gold step (the daily table and the marts), for this
+//! batch or, while a backlog is read, for several at once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -15,10 +17,11 @@ use crate::bronze::{self, BronzeMetrics, usage_events};
 use crate::gold::{self, GoldMetrics};
 use crate::lake::{Lake, Layer, Txn, first_per_key, register_batches};
 use crate::landing::{IngestMeta, Reject};
-use crate::silver::usage_daily::{self, DailySeries};
+use crate::silver::usage_daily::{self, Changed, DailySeries};
 use crate::silver::{self, SilverMetrics, SilverSettings};
 use crate::{Result, quarantine};
 
+use super::checkpoint::Planned;
 use super::state::{EVENT_ID, EVENT_TS, EventState};
 
 /// What one or more micro-batches did.
@@ -68,20 +71,28 @@ pub(crate) struct Env<'a> {
     pub lake: &'a Lake,
     pub ctx: &'a SessionContext,
     pub silver: &'a SilverSettings,
-    /// `silver_usage_daily` in memory between batches (None: load it from the lake when needed).
-    pub daily: std::sync::Mutex<Option<DailySeries>>,
+    /// `silver_usage_daily` in memory between batches (None: load it from the lake when needed),
+    /// with the rows changed since the last gold step.
+    pub daily: std::sync::Mutex<Option<Held>>,
+}
+
+/// The daily series a stream holds, and the rows its gold step has yet to write.
+#[derive(Default)]
+pub(crate) struct Held {
+    series: DailySeries,
+    changed: Changed,
 }
 
 impl Env<'_> {
-    /// The daily series held between batches, taken out while a batch runs (a batch that fails
-    /// leaves none, and the next one loads them from the lake).
-    fn take_daily(&self) -> Option<DailySeries> {
+    /// The daily series held between batches, taken out while a batch uses them (a failure
+    /// leaves none; the stream then stops, and its restart brings gold up to date from silver).
+    fn take_daily(&self) -> Option<Held> {
         self.daily.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// Keeps the daily series for the next batch, once this one committed them.
-    fn keep_daily(&self, series: DailySeries) {
-        *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(series);
+    /// Keeps the daily series for the next batch.
+    fn keep_daily(&self, held: Held) {
+        *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
     }
 }
 
@@ -259,9 +270,11 @@ pub(crate) enum Rows {
     Committed(Vec<RecordBatch>),
 }
 
-/// Everything after bronze for one batch: silver rows and silver rejects (with the bronze
-/// rejects) to quarantine, the daily features of the touched series, and gold. With `replay`, a
-/// table that already recorded `txn` is skipped (the batch is being finished after a crash).
+/// Everything after bronze for one batch but its gold step: silver rows and silver rejects (with
+/// the bronze rejects) to quarantine, and the batch's daily sums added to the stream's series
+/// ([`gold_step`] writes them). With `replay`, a table that already recorded `txn` is skipped
+/// and the series are left alone (the batch is being finished after a crash:
+/// [`catch_up_gold`] then takes its silver rows).
 pub(crate) async fn downstream(
     env: &Env<'_>,
     txn: &Txn,
@@ -301,8 +314,8 @@ pub(crate) async fn downstream(
     let _ = ctx.deregister_table("bronze_usage_events")?;
     lap.step("bronze+conform");
 
-    // Silver rows (written on a task of their own), quarantine, and the daily features and
-    // gold of the same rows, concurrently: each commit records `txn` on its own.
+    // Silver rows (written on a task of their own), quarantine, and the daily sums of the same
+    // rows, concurrently: each commit records `txn` on its own.
     let silver_append = {
         let skip = conformed.rows == 0 || applied(Layer::Silver, "usage_events").await?;
         let (lake, txn) = (lake.clone(), txn.clone());
@@ -330,12 +343,17 @@ pub(crate) async fn downstream(
         }
         Ok::<u64, crate::Error>(new_rejects)
     };
-    let daily = daily_and_gold(env, txn, conformed.clean.clone(), replay);
-    let (new_rejects, (daily_rows, gold)) = futures::future::try_join(quarantined, daily).await?;
+    let daily = async {
+        if !replay {
+            add_to_series(env, &conformed.clean).await?;
+        }
+        Ok(())
+    };
+    let (new_rejects, ()) = futures::future::try_join(quarantined, daily).await?;
     silver_append
         .await
         .map_err(|e| crate::Error::Internal(format!("the silver append task failed: {e}")))??;
-    lap.step("silver+daily+gold");
+    lap.step("silver+daily");
 
     m.bronze.quarantined = new_rejects;
     m.bronze.millis = bronze_ms;
@@ -350,94 +368,155 @@ pub(crate) async fn downstream(
         millis: 0,
     };
     m.corrected_keys = corrected_keys(&conformed.clean, watermark)?;
-    m.daily_rows = daily_rows;
-    m.gold = gold;
     m.silver.millis = started.elapsed().as_millis() as u64;
     tracing::debug!(steps = %lap, daily_rows = m.daily_rows, "Micro-batch downstream steps.");
     Ok(m)
 }
 
-/// The daily features of the series a batch's clean rows touch, then gold: returns the daily
-/// rows changed and the marts' figures. The stream's in-memory [`DailySeries`] (loaded from the
-/// lake when it holds none) takes the batch's sums; when the changed rows are a quarter of the
-/// table or more, the daily table and the event marts are rewritten whole from it, otherwise
-/// the changed rows are upserted. A batch whose daily commit already happened (a replay after
-/// a crash) loads the series from the lake, which holds the batch, and only names the rows it
-/// changed, for the marts that still lack it. A batch that fails leaves no series: the next one
-/// loads them from the lake.
-async fn daily_and_gold(
-    env: &Env<'_>,
-    txn: &Txn,
-    clean: Vec<RecordBatch>,
-    replay: bool,
-) -> Result<(u64, Vec<GoldMetrics>)> {
-    let (lake, ctx, cfg) = (env.lake, env.ctx, &env.silver.anomaly);
-    let mut lap = Lap::new();
-    let held = env.take_daily();
-    let applied = replay
-        && lake
-            .txn_version(Layer::Silver, "usage_daily", &txn.app_id)
-            .await?
-            .is_some_and(|v| v >= txn.version);
-    let mut series = match held {
-        Some(s) if !applied => s,
-        _ => DailySeries::load(ctx, lake).await?,
+/// Adds a batch's clean rows to the stream's daily series (loaded from the lake when it holds
+/// none) and the rows they change to those waiting for the gold step.
+async fn add_to_series(env: &Env<'_>, clean: &[RecordBatch]) -> Result<()> {
+    let Held { mut series, changed } = match env.take_daily() {
+        Some(held) => held,
+        None => Held { series: DailySeries::load(env.ctx, env.lake).await?, changed: Changed::default() },
     };
-    lap.step("load");
     let Some(events_schema) = clean.first().map(|b| b.schema()) else {
-        env.keep_daily(series);
-        return Ok((0, vec![]));
+        env.keep_daily(Held { series, changed });
+        return Ok(());
     };
     let features = match series.features() {
         Some(f) => f,
-        None => usage_daily::features_schema(ctx, events_schema).await?,
+        None => usage_daily::features_schema(env.ctx, events_schema).await?,
     };
-    let changed = if applied {
-        series.changed_by_events(&clean, features, cfg)?
+    let added = series.apply_events(clean, features, &env.silver.anomaly)?;
+    let changed = series.union(changed, added);
+    env.keep_daily(Held { series, changed });
+    Ok(())
+}
+
+/// The gold step of the batches since the last one, recording `txn` (the latest of them): the
+/// rows they changed in the daily table and the event marts, then `org_health`. Returns the
+/// daily rows written and the marts' figures. When the changed rows are a quarter of the table
+/// or more, the daily table and the event marts are rewritten whole from the series in memory
+/// (cheaper than reading most rows back to upsert them), otherwise the changed rows are upserted.
+pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<GoldMetrics>)> {
+    let Some(Held { series, changed }) = env.take_daily() else { return Ok((0, vec![])) };
+    let written = if changed.rows == 0 {
+        (0, vec![])
     } else {
-        series.apply_events(&clean, features, cfg)?
+        let whole = changed.rows.saturating_mul(4) >= series.len();
+        (changed.rows as u64, write_gold(env, txn, &series, (!whole).then_some(&changed), true).await?)
     };
-    if changed.rows == 0 {
-        env.keep_daily(series);
+    env.keep_daily(Held { series, changed: Changed::default() });
+    Ok(written)
+}
+
+/// The gold step of `tail`, the batches up to `txn` whose gold step had not finished when the
+/// stream stopped (their silver rows committed): the daily series loaded from the lake take the
+/// silver rows of the batches the daily table has not recorded, then the daily table (when it
+/// lacked any) and every event mart and `org_health` not recording `txn` are rewritten whole
+/// from them. Whole, because a mart may lack more than the daily table does.
+pub(crate) async fn catch_up_gold(
+    env: &Env<'_>,
+    txn: &Txn,
+    tail: &[Planned],
+) -> Result<(u64, Vec<GoldMetrics>)> {
+    const T: &str = "__stream_silver_catch_up";
+    let (lake, ctx) = (env.lake, env.ctx);
+    let daily_has = lake.txn_version(Layer::Silver, "usage_daily", &txn.app_id).await?.unwrap_or(0);
+    let quote = |p: &Planned| format!("'{}'", p.run_id.replace('\'', "''"));
+    let all: Vec<String> = tail.iter().map(quote).collect();
+    let missing: Vec<String> = tail.iter().filter(|p| p.batch > daily_has).map(quote).collect();
+    if all.is_empty() || !lake.register_as(ctx, Layer::Silver, "usage_events", T).await? {
         return Ok((0, vec![]));
     }
-    lap.step("scores");
-    let rows = changed.rows as u64;
-    let mut gold = if changed.rows.saturating_mul(4) >= series.len() {
-        let all = series.to_batches()?;
-        let schema = all[0].schema();
-        register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
-        let daily = async {
-            if !applied {
-                lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn).await?;
-            }
-            Ok::<(), crate::Error>(())
-        };
-        let marts = gold::rebuild_event_marts(ctx, lake, txn);
-        futures::future::try_join(daily, marts).await?.1
+    let flag = if missing.is_empty() {
+        "false".to_string()
     } else {
-        let affected = series.changed_batch(&changed)?;
-        let daily = async {
-            if !applied {
-                let keys = ["org_id", "usage_date", "service"];
-                let rows = vec![affected.clone()];
-                lake.merge_txn(ctx, Layer::Silver, "usage_daily", rows, &keys, Some(txn)).await?;
-            }
-            Ok::<(), crate::Error>(())
-        };
-        let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected.clone()]), txn);
-        let gold = futures::future::try_join(daily, marts).await?.1;
-        lake.register(ctx, Layer::Silver, "usage_daily").await?;
-        gold
+        format!("ingest_run_id IN ({})", missing.join(", "))
+    };
+    let sql = format!("SELECT *, {flag} AS __missing FROM {T} WHERE ingest_run_id IN ({})", all.join(", "));
+    let rows = ctx.sql(&sql).await?.collect().await;
+    let _ = ctx.deregister_table(T)?;
+    let rows = rows?;
+    if rows.iter().all(|b| b.num_rows() == 0) {
+        // No clean row in these batches: nothing for gold to take.
+        return Ok((0, vec![]));
+    }
+    let mut clean = Vec::with_capacity(rows.len());
+    for b in rows {
+        let keep = b.column(b.num_columns() - 1).as_boolean().clone();
+        let mut b = filter_record_batch(&b, &keep)?;
+        b.remove_column(b.num_columns() - 1);
+        clean.push(b);
+    }
+    let mut series = DailySeries::load(ctx, lake).await?;
+    let features = match (series.features(), clean.first()) {
+        (Some(f), _) => f,
+        (None, Some(b)) => usage_daily::features_schema(ctx, b.schema()).await?,
+        (None, None) => return Ok((0, vec![])),
+    };
+    // Rows of batches the daily table holds were filtered out above (it may hold all of them).
+    series.apply_events(&clean, features, &env.silver.anomaly)?;
+    let gold = if series.is_empty() {
+        vec![]
+    } else {
+        write_gold(env, txn, &series, None, daily_has < txn.version).await?
+    };
+    let rows = if daily_has < txn.version { series.len() as u64 } else { 0 };
+    env.keep_daily(Held { series, changed: Changed::default() });
+    Ok((rows, gold))
+}
+
+/// Writes the daily table (when `daily`) and the event marts from `series`: the rows of
+/// `changed` upserted, or (None) everything rewritten; then `org_health`. Each commit records
+/// `txn`; a mart that already recorded it is left as it is.
+async fn write_gold(
+    env: &Env<'_>,
+    txn: &Txn,
+    series: &DailySeries,
+    changed: Option<&Changed>,
+    daily: bool,
+) -> Result<Vec<GoldMetrics>> {
+    let (lake, ctx) = (env.lake, env.ctx);
+    let mut lap = Lap::new();
+    let mut gold = match changed {
+        None => {
+            let all = series.to_batches()?;
+            let schema = all[0].schema();
+            register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
+            let write = async {
+                if daily {
+                    lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn).await?;
+                }
+                Ok::<(), crate::Error>(())
+            };
+            let marts = gold::rebuild_event_marts(ctx, lake, txn);
+            futures::future::try_join(write, marts).await?.1
+        }
+        Some(changed) => {
+            let affected = series.changed_batch(changed)?;
+            let write = async {
+                if daily {
+                    let keys = ["org_id", "usage_date", "service"];
+                    let rows = vec![affected.clone()];
+                    lake.merge_txn(ctx, Layer::Silver, "usage_daily", rows, &keys, Some(txn)).await?;
+                }
+                Ok::<(), crate::Error>(())
+            };
+            let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected.clone()]), txn);
+            let gold = futures::future::try_join(write, marts).await?.1;
+            lake.register(ctx, Layer::Silver, "usage_daily").await?;
+            gold
+        }
     };
     lap.step("daily+marts");
     gold.extend(gold::rebuild_always(ctx, lake, txn).await?);
     // The whole table in memory is not needed once org_health is built.
     let _ = ctx.deregister_table("silver_usage_daily")?;
     lap.step("org_health");
-    tracing::debug!(steps = %lap, rows, table = series.len(), "Daily features and gold.");
-    env.keep_daily(series);
-    Ok((rows, gold))
+    tracing::debug!(steps = %lap, table = series.len(), whole = changed.is_none(), "Daily table and gold.");
+    Ok(gold)
 }
 
 /// Wall time of consecutive steps, for the debug log.

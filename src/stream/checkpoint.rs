@@ -3,7 +3,9 @@
 //! ```text
 //! offsets/<N>.json   batch N's plan: its input (files, or Kafka ranges), ingest id, watermark
 //!                    state; written (atomically) before bronze commits batch N
-//! commits/<N>        written once every table downstream of bronze applied batch N
+//! silver/<N>         written once silver and quarantine applied batch N
+//! commits/<N>        written once every table downstream of bronze applied batch N (the
+//!                    daily table and gold too, which may take several batches in one step)
 //! ```
 //!
 //! The commit point of batch N is bronze's Delta commit, which records the Delta application
@@ -11,6 +13,11 @@
 //! and state. A plan above it never committed and is discarded (its input is planned again). A
 //! batch without its `commits/` marker is finished on restart, each table skipping it if its own
 //! transaction record shows it applied. Offsets and state thereby commit with the Delta commit.
+//!
+//! While a backlog is read, the daily table and gold are brought up to date once for several
+//! batches (see [`super::StreamConfig::gold_lag`]): those batches have their `silver/` marker
+//! and wait for their `commits/` one. On restart the batches without it (the
+//! [`Checkpoint::uncommitted_tail`]) get their gold step from their silver rows.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -75,7 +82,7 @@ impl Checkpoint {
     /// The checkpoint of stream `name` in `lake` (folders are created).
     pub fn open(lake: &Lake, name: &str) -> Result<Self> {
         let dir = lake.state_dir().join("_checkpoints").join(name);
-        for sub in ["offsets", "commits"] {
+        for sub in ["offsets", "commits", "silver"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
         }
@@ -114,9 +121,13 @@ impl Checkpoint {
         (1..=last).map(|n| self.planned(n)).collect()
     }
 
+    fn silver_marker(&self, batch: i64) -> PathBuf {
+        self.dir.join("silver").join(format!("{batch:010}"))
+    }
+
     /// Removes plans and markers above `last` (batches that never committed).
     pub fn discard_after(&self, last: i64) -> Result<()> {
-        for sub in ["offsets", "commits"] {
+        for sub in ["offsets", "commits", "silver"] {
             let dir = self.dir.join(sub);
             for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))? {
                 let path = entry.map_err(|e| Error::io(&dir, e))?.path();
@@ -137,8 +148,44 @@ impl Checkpoint {
     /// Records that every table downstream of bronze applied batch N (and that it is the
     /// stream's latest, in `latest`, which readers such as the API watch for new data).
     pub fn mark_committed(&self, batch: i64) -> Result<()> {
-        write_atomically(&self.commit_marker(batch), b"")?;
-        write_atomically(&self.dir.join("latest"), batch.to_string().as_bytes())
+        self.mark_committed_range(batch, batch)
+    }
+
+    /// [`Checkpoint::mark_committed`] for batches `first..=last` (one gold step's batches).
+    pub fn mark_committed_range(&self, first: i64, last: i64) -> Result<()> {
+        for batch in first..=last {
+            write_atomically(&self.commit_marker(batch), b"")?;
+        }
+        write_atomically(&self.dir.join("latest"), last.to_string().as_bytes())
+    }
+
+    /// True when silver and quarantine applied batch N.
+    pub fn silver_done(&self, batch: i64) -> bool {
+        self.silver_marker(batch).is_file() || self.committed(batch)
+    }
+
+    /// Records that silver and quarantine applied batch N (its gold step may wait).
+    pub fn mark_silver(&self, batch: i64) -> Result<()> {
+        write_atomically(&self.silver_marker(batch), b"")
+    }
+
+    /// The stream batches up to `last` still waiting for their gold step, oldest first: the run
+    /// of batches without a `commits/` marker that ends at `last` (backfill batches wait for a
+    /// rebuild instead and end the run).
+    pub fn uncommitted_tail(&self, last: i64) -> Result<Vec<Planned>> {
+        let mut tail = Vec::new();
+        for batch in (1..=last).rev() {
+            if self.committed(batch) {
+                break;
+            }
+            let plan = self.planned(batch)?;
+            if plan.bronze_only {
+                break;
+            }
+            tail.push(plan);
+        }
+        tail.reverse();
+        Ok(tail)
     }
 
     /// Records that a rebuild covered every batch up to `last`: each backfill batch is marked
@@ -314,6 +361,41 @@ mod tests {
         clear_rebuild_pending(&lake).unwrap();
         assert!(!rebuild_pending(&lake));
         clear_rebuild_pending(&lake).unwrap(); // nothing pending: a no-op
+    }
+
+    #[test]
+    fn batches_waiting_for_their_gold_step_are_the_tail_without_commit_markers() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let cp = Checkpoint::open(&lake, "s").unwrap();
+        for batch in 1..=6 {
+            let p = Planned {
+                batch,
+                run_id: format!("r{batch}"),
+                ingest_ts_micros: batch,
+                input: Input::Files(vec![format!("f{batch}")]),
+                watermark_micros: None,
+                max_event_micros: None,
+                bronze_only: batch == 2,
+            };
+            cp.write_planned(&p).unwrap();
+        }
+        assert_eq!(cp.uncommitted_tail(0).unwrap(), vec![]);
+        // 3 to 6 wait for gold (a backfill batch, 2, ends the run); 6 lacks silver too.
+        let batches = |t: Vec<Planned>| t.iter().map(|p| p.batch).collect::<Vec<_>>();
+        assert_eq!(batches(cp.uncommitted_tail(6).unwrap()), vec![3, 4, 5, 6]);
+        for batch in 3..=5 {
+            cp.mark_silver(batch).unwrap();
+        }
+        assert!(cp.silver_done(5) && !cp.silver_done(6) && !cp.committed(5));
+        cp.mark_committed_range(3, 4).unwrap();
+        assert_eq!(batches(cp.uncommitted_tail(6).unwrap()), vec![5, 6]);
+        assert_eq!(std::fs::read_to_string(cp.dir().join("latest")).unwrap(), "4");
+        cp.mark_committed(6).unwrap();
+        assert!(cp.silver_done(6), "a committed batch has its silver");
+        assert_eq!(cp.uncommitted_tail(6).unwrap(), vec![]);
+        cp.discard_after(4).unwrap();
+        assert!(!cp.silver_done(5) && !cp.committed(6));
     }
 
     #[test]

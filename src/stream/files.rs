@@ -25,6 +25,8 @@ pub struct FileSource {
     settle: Duration,
     processed: HashSet<String>,
     sizes: HashMap<String, (u64, Instant)>,
+    /// The last plan left ready files out (the stream is behind: a backlog).
+    behind: bool,
 }
 
 /// A listing: the ready files (name, bytes) not processed yet, and how many are still settling.
@@ -43,7 +45,14 @@ impl FileSource {
         if !dir.is_dir() {
             return Err(Error::LandingMissing { path: dir, source_name: "usage_events".into() });
         }
-        Ok(FileSource { landing: landing.to_path_buf(), dir, settle, processed, sizes: HashMap::new() })
+        Ok(FileSource {
+            landing: landing.to_path_buf(),
+            dir,
+            settle,
+            processed,
+            sizes: HashMap::new(),
+            behind: false,
+        })
     }
 
     /// The name a file has in lineage and checkpoints (relative to the landing folder).
@@ -103,14 +112,21 @@ impl FileSource {
         let listing = self.list()?;
         let mut files = Vec::new();
         let mut bytes = 0u64;
+        self.behind = false;
         for (name, size) in listing.ready {
             if !files.is_empty() && bytes + size > max_bytes {
+                self.behind = true;
                 break;
             }
             bytes += size;
             files.push(name);
         }
         Ok((Input::Files(files), listing.pending))
+    }
+
+    /// True when the last plan left ready files for later batches.
+    pub fn behind(&self) -> bool {
+        self.behind
     }
 
     /// Reads a batch's files (in parallel) into typed rows and rejects.

@@ -22,7 +22,7 @@ use crate::Result;
 use crate::bronze::MONEY_SCALE;
 
 mod series;
-pub use series::DailySeries;
+pub use series::{Changed, DailySeries};
 
 /// The daily feature query over `relation` (silver usage events, or a subset of them).
 pub fn features_sql(relation: &str) -> String {

@@ -6,10 +6,9 @@
 //! from its first touched day to `window_days` after its last (the days whose features or
 //! trailing baseline include a touched day), over a range starting `window_days` earlier so
 //! every baseline is complete: the same rows, sums and scores as a full rebuild (tested). The
-//! stream loads the series from the lake once and keeps them while its commits succeed; a batch
-//! that fails leaves none, and the next loads them again. A batch replayed after a crash whose
-//! daily commit happened loads them from the lake (which holds it) and only names the rows it
-//! changed ([`DailySeries::changed_by_events`]), for the marts still to update.
+//! stream loads the series from the lake once and keeps them while its commits succeed. While a
+//! backlog is read, the changes of several batches wait for one gold step
+//! ([`DailySeries::union`] of their spans).
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
@@ -81,7 +80,7 @@ impl Day {
 
 /// What [`DailySeries::apply`] changed: per touched series, the days from its first touched day
 /// to `window_days` after its last.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Changed {
     spans: BTreeMap<Key, (i32, i32)>,
     /// Rows in those spans (the daily rows to write).
@@ -163,26 +162,14 @@ impl DailySeries {
         self.absorb(&columns, cfg)
     }
 
-    /// What a micro-batch's new silver events `clean` changed in series that already hold them
-    /// (the lake's daily table, when the batch's daily commit happened before a crash): the same
-    /// spans as [`DailySeries::apply_events`], nothing added or rescored.
-    pub fn changed_by_events(
-        &mut self,
-        clean: &[RecordBatch],
-        features: SchemaRef,
-        cfg: &AnomalyConfig,
-    ) -> Result<Changed> {
-        self.features = Some(features);
-        let columns = EventColumns::of_all(clean)?;
-        let mut changed = Changed::default();
-        for ((org, service), rows) in by_series(&columns) {
-            let dates = rows.iter().filter_map(|&(b, i)| columns[b].keys().date(i));
-            let (lo, hi) = dates.fold((i32::MAX, i32::MIN), |(lo, hi), d| (lo.min(d), hi.max(d)));
-            let key: Key = (Some(org.to_string()), service.map(str::to_string));
-            changed.spans.insert(key, (lo, hi.saturating_add(cfg.window_days)));
+    /// The rows changed by `a` or by `b` (batches whose gold step was deferred to one commit):
+    /// per series, one span from the first day either names to the last.
+    pub fn union(&self, mut a: Changed, b: Changed) -> Changed {
+        for (key, (lo, to)) in b.spans {
+            a.spans.entry(key).and_modify(|s| *s = (s.0.min(lo), s.1.max(to))).or_insert((lo, to));
         }
-        changed.rows = self.count(&changed);
-        Ok(changed)
+        a.rows = self.count(&a);
+        a
     }
 
     /// Rows in the spans of `changed`.
@@ -749,17 +736,16 @@ mod tests {
         let mut queried = DailySeries::default();
         queried.apply(&by_query, &cfg).unwrap();
         let mut direct = DailySeries::default();
-        let changed = direct.apply_events(std::slice::from_ref(&clean), features.clone(), &cfg).unwrap();
+        let changed = direct.apply_events(&[clean], features, &cfg).unwrap();
         assert_eq!(changed.rows, 7);
         assert_eq!(direct.series, queried.series);
         assert_eq!(direct.to_batches().unwrap(), queried.to_batches().unwrap());
 
-        // A replay after the daily commit: the series already hold the batch; the same rows are
-        // named as changed, and nothing is added again.
-        let before = direct.series.clone();
-        let again = direct.changed_by_events(&[clean], features, &cfg).unwrap();
-        assert_eq!(again.rows, changed.rows);
-        assert_eq!(direct.changed_batch(&again).unwrap(), direct.changed_batch(&changed).unwrap());
-        assert_eq!(direct.series, before);
+        // Two batches' changes in one gold step: every row either names, each once.
+        let both = direct.union(changed, Changed::default());
+        assert_eq!(both.rows, 7);
+        let twice = direct.union(direct.union(Changed::default(), both.clone()), both.clone());
+        assert_eq!(twice.rows, 7);
+        assert_eq!(direct.changed_batch(&twice).unwrap(), direct.changed_batch(&both).unwrap());
     }
 }

@@ -100,6 +100,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     cloudlake::telemetry::init(cli.global.verbose);
+    // Freed memory goes back to the OS after 10 ms, not mimalloc 3's 1 s: the bundled `run`
+    // peaks at 260-275 MB instead of 310-320 MB, in the same time. A stream keeps the default:
+    // its Kafka catch-up holds a quarter more memory (0.98 GB, not 0.71-0.75 GB at scale 20)
+    // but runs about 8 % faster (9.9-10.0 s instead of 10.7-10.9 s).
+    if !matches!(cli.command, Command::Stream(_)) {
+        crate::set_purge_delay(10);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

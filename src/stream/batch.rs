@@ -570,7 +570,7 @@ async fn count_new_rejects(env: &Env<'_>, bronze_q: RecordBatch) -> Result<u64> 
 /// Distinct (org, date, service) keys of clean rows older than the watermark.
 fn corrected_keys(clean: &[RecordBatch], watermark: Option<i64>) -> Result<u64> {
     let Some(wm) = watermark else { return Ok(0) };
-    let mut keys = HashSet::new();
+    let mut columns = Vec::with_capacity(clean.len());
     for b in clean {
         let s = b.schema();
         let (Ok(o), Ok(d), Ok(sv), Ok(t)) =
@@ -578,17 +578,20 @@ fn corrected_keys(clean: &[RecordBatch], watermark: Option<i64>) -> Result<u64> 
         else {
             continue;
         };
-        let org = cast(b.column(o), &DataType::Utf8)?;
-        let svc = cast(b.column(sv), &DataType::Utf8)?;
+        columns.push((cast(b.column(o), &DataType::Utf8)?, cast(b.column(sv), &DataType::Utf8)?, d, t, b));
+    }
+    // Keys borrow the batches' strings: no allocation per row.
+    let mut keys = HashSet::new();
+    for (org, svc, d, t, b) in &columns {
         let (org, svc) = (org.as_string::<i32>(), svc.as_string::<i32>());
-        let date = b.column(d).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-        let ts = b.column(t).as_primitive::<TimestampMicrosecondType>();
+        let date = b.column(*d).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        let ts = b.column(*t).as_primitive::<TimestampMicrosecondType>();
         for i in 0..b.num_rows() {
             if ts.is_valid(i) && ts.value(i) < wm {
                 keys.insert((
-                    org.is_valid(i).then(|| org.value(i).to_string()),
+                    org.is_valid(i).then(|| org.value(i)),
                     date.is_valid(i).then(|| date.value(i)),
-                    svc.is_valid(i).then(|| svc.value(i).to_string()),
+                    svc.is_valid(i).then(|| svc.value(i)),
                 ));
             }
         }

@@ -6,23 +6,27 @@
 //!
 //! 1. **plan** its input: the next ready files ([`files`]), or exact offset ranges ([`kafka`]);
 //! 2. **read** it with the explicit bronze schema; malformed records become rejects;
-//! 3. **dedup** by event_id ([`state`]): within the batch, against recent ids in memory, against
-//!    bronze's date partitions for late events;
+//! 3. **dedup** by event_id ([`state`]): within the batch, against recent ids in memory, and for
+//!    late events against the hashes of every bronze id (bronze itself only on a hash hit);
 //! 4. write its plan and state to the checkpoint ([`checkpoint`]), then **commit bronze** with the
 //!    Delta application transaction `(app_id, N)` — the commit point: offsets and state are
 //!    committed with it (silver conforms the same rows meanwhile, and writes nothing before it);
 //! 5. **downstream**, each commit recording `(app_id, N)`, concurrently: silver rows, rejects to
-//!    quarantine, and the daily features of the touched (org, service) series — added to the
-//!    stream's in-memory copy of `silver_usage_daily`
-//!    ([`crate::silver::usage_daily::DailySeries`]) and upserted, with the event marts on their
-//!    grain ([`crate::gold::merge_event_marts`]), or both rewritten whole when the batch changed
-//!    a quarter of the daily rows ([`crate::gold::rebuild_event_marts`]). From Kafka, batch N+1
-//!    is planned, fetched and parsed meanwhile (nothing of it is written).
+//!    quarantine, and the batch's daily sums added to the stream's in-memory copy of
+//!    `silver_usage_daily` ([`crate::silver::usage_daily::DailySeries`]). From Kafka, batch N+1
+//!    is planned, fetched and parsed meanwhile (nothing of it is written);
+//! 6. the **gold step**, recording the latest batch it covers: the changed daily rows upserted
+//!    with the event marts on their grain ([`crate::gold::merge_event_marts`]), or both rewritten
+//!    whole when they are a quarter of the table ([`crate::gold::rebuild_event_marts`]), then
+//!    `org_health`. It follows every batch, except while the stream is behind (the next batch is
+//!    already full): then it waits, up to `gold_lag`, or until nothing is left to read.
 //!
 //! After a crash at any instant, the restart reads bronze's transaction version B: plans above B
-//! are discarded (nothing of them committed), and batch B, if not marked done, is finished — its
-//! rows are read back from bronze by ingest id, its input re-read for rejects, and each table
-//! that already recorded B is skipped. The tables then equal those of an uninterrupted run.
+//! are discarded (nothing of them committed); batch B, if its silver is not marked done, is
+//! finished — its rows are read back from bronze by ingest id, its input re-read for rejects, and
+//! each table that already recorded B is skipped; then the batches whose gold step is not marked
+//! done get it from their silver rows (`batch::catch_up_gold`). The tables then equal those of
+//! an uninterrupted run.
 
 pub mod batch;
 pub mod checkpoint;

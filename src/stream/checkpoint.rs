@@ -305,6 +305,19 @@ pub fn lock(lake: &Lake) -> Result<EventsLock> {
 mod tests {
     use super::*;
 
+    /// Batch N's plan reading file `fN`.
+    fn file_plan(batch: i64, bronze_only: bool) -> Planned {
+        Planned {
+            batch,
+            run_id: format!("r{batch}"),
+            ingest_ts_micros: batch,
+            input: Input::Files(vec![format!("f{batch}")]),
+            watermark_micros: None,
+            max_event_micros: None,
+            bronze_only,
+        }
+    }
+
     #[test]
     fn plans_round_trip_and_uncommitted_ones_are_discarded() {
         let dir = tempfile::tempdir().unwrap();
@@ -341,16 +354,7 @@ mod tests {
         mark_rebuild_pending(&lake).unwrap();
         assert!(rebuild_pending(&lake), "one mark for every stream of the lake");
         for batch in 1..=4 {
-            let p = Planned {
-                batch,
-                run_id: format!("r{batch}"),
-                ingest_ts_micros: batch,
-                input: Input::Files(vec![format!("f{batch}")]),
-                watermark_micros: None,
-                max_event_micros: None,
-                bronze_only: batch != 2,
-            };
-            files.write_planned(&p).unwrap();
+            files.write_planned(&file_plan(batch, batch != 2)).unwrap();
         }
         files.mark_committed(1).unwrap();
         files.mark_rebuilt(3).unwrap();
@@ -369,16 +373,7 @@ mod tests {
         let lake = Lake::new(dir.path()).unwrap();
         let cp = Checkpoint::open(&lake, "s").unwrap();
         for batch in 1..=6 {
-            let p = Planned {
-                batch,
-                run_id: format!("r{batch}"),
-                ingest_ts_micros: batch,
-                input: Input::Files(vec![format!("f{batch}")]),
-                watermark_micros: None,
-                max_event_micros: None,
-                bronze_only: batch == 2,
-            };
-            cp.write_planned(&p).unwrap();
+            cp.write_planned(&file_plan(batch, batch == 2)).unwrap();
         }
         assert_eq!(cp.uncommitted_tail(0).unwrap(), vec![]);
         // 3 to 6 wait for gold (a backfill batch, 2, ends the run); 6 lacks silver too.

@@ -369,7 +369,7 @@ pub(crate) async fn downstream(
     };
     m.corrected_keys = corrected_keys(&conformed.clean, watermark)?;
     m.silver.millis = started.elapsed().as_millis() as u64;
-    tracing::debug!(steps = %lap, daily_rows = m.daily_rows, "Micro-batch downstream steps.");
+    tracing::debug!(steps = %lap, "Micro-batch downstream steps.");
     Ok(m)
 }
 

@@ -463,15 +463,13 @@ pub async fn run_locked(
         let dedup_started = Instant::now();
         let (new_rows, duplicates) = batch::dedup(&env, &state, landed.batches).await?;
         let (late, max_lateness) = batch::lateness(&new_rows, watermark, max_before);
-        let mut after = state.without_ids();
-        after.absorb(&new_rows, now_micros)?;
         cp.write_planned(&Planned {
             batch: next,
             run_id: meta.run_id.clone(),
             ingest_ts_micros: meta.ingest_ts_micros,
             input: input.clone(),
             watermark_micros: watermark,
-            max_event_micros: after.max_event_micros(),
+            max_event_micros: state.max_event_micros_after(&new_rows, now_micros),
             bronze_only: options.bronze_only,
         })?;
         let dedup_ms = dedup_started.elapsed().as_millis() as u64;

@@ -103,13 +103,18 @@ impl EventState {
         Ok(state)
     }
 
-    /// The same watermark with no ids (to compute the watermark a batch leads to).
-    pub fn without_ids(&self) -> Self {
-        EventState {
-            lateness_micros: self.lateness_micros,
-            max_event_micros: self.max_event_micros,
-            recent: HashMap::new(),
-            seen: HashSet::new(),
+    /// The largest plausible event time once `rows` are taken in (what [`EventState::absorb`]
+    /// would make it), without touching the state: what a batch's plan records.
+    pub fn max_event_micros_after(&self, rows: &[RecordBatch], now_micros: i64) -> Option<i64> {
+        let horizon = now_micros.saturating_add(86_400_000_000);
+        let times = rows.iter().filter_map(|b| b.column_by_name(EVENT_TS));
+        let newest = times
+            .flat_map(|ts| ts.as_primitive::<TimestampMicrosecondType>().iter().flatten())
+            .filter(|t| *t <= horizon)
+            .max();
+        match (self.max_event_micros, newest) {
+            (Some(m), Some(t)) => Some(m.max(t)),
+            (m, t) => m.or(t),
         }
     }
 
@@ -227,6 +232,9 @@ mod tests {
         assert_eq!(s.check("x", None), Some(false));
         assert_eq!(s.len(), 2, "b is below the watermark and not kept");
         // A far-future time (silver rejects it) does not move the watermark.
+        assert_eq!(s.max_event_micros_after(&[rows(&[("f", 1000 * hour)])], 100 * hour), Some(10 * hour));
+        assert_eq!(s.max_event_micros_after(&[rows(&[("g", 12 * hour)])], 100 * hour), Some(12 * hour));
+        assert_eq!(EventState::new(std::time::Duration::ZERO).max_event_micros_after(&[], 0), None);
         s.absorb(&[rows(&[("f", 1000 * hour)])], 100 * hour).unwrap();
         assert_eq!(s.watermark(), Some(9 * hour));
         s.absorb(&[rows(&[("d", 20 * hour)])], 100 * hour).unwrap();

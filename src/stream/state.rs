@@ -152,32 +152,26 @@ impl EventState {
     /// `now_micros` + 1 day, which silver rejects as implausible), remembers the ids at or after
     /// it and forgets the older ones.
     pub fn absorb(&mut self, rows: &[RecordBatch], now_micros: i64) -> Result<()> {
-        let horizon = now_micros.saturating_add(86_400_000_000);
-        let mut ids_ts: Vec<(String, i64)> = Vec::new();
+        self.max_event_micros = self.max_event_micros_after(rows, now_micros);
+        let wm = self.watermark();
+        if let Some(wm) = wm {
+            self.recent.retain(|_, t| *t >= wm);
+        }
         for b in rows {
             let (Some(ids), Some(ts)) = (b.column_by_name(EVENT_ID), b.column_by_name(EVENT_TS)) else {
                 continue;
             };
             let ids = datafusion::arrow::compute::cast(ids, &datafusion::arrow::datatypes::DataType::Utf8)?;
             let ids = ids.as_string::<i32>();
-            let ts = ts.as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                if !ts.is_valid(i) || !ids.is_valid(i) {
-                    continue;
-                }
-                let t = ts.value(i);
-                if t <= horizon {
-                    self.max_event_micros = Some(self.max_event_micros.map_or(t, |m| m.max(t)));
-                }
-                ids_ts.push((ids.value(i).to_string(), t));
-            }
             self.seen.extend(ids.iter().flatten().map(id_hash));
-        }
-        let Some(wm) = self.watermark() else { return Ok(()) };
-        self.recent.retain(|_, t| *t >= wm);
-        for (id, t) in ids_ts {
-            if t >= wm {
-                self.recent.insert(id, t);
+            let Some(wm) = wm else { continue };
+            let ts = ts.as_primitive::<TimestampMicrosecondType>();
+            for (id, t) in ids.iter().zip(ts.iter()) {
+                if let (Some(id), Some(t)) = (id, t)
+                    && t >= wm
+                {
+                    self.recent.insert(id.to_string(), t);
+                }
             }
         }
         Ok(())

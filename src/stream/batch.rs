@@ -77,7 +77,6 @@ pub(crate) struct Env<'a> {
 }
 
 /// The daily series a stream holds, and the rows its gold step has yet to write.
-#[derive(Default)]
 pub(crate) struct Held {
     series: DailySeries,
     changed: Changed,
@@ -380,18 +379,21 @@ async fn add_to_series(env: &Env<'_>, clean: &[RecordBatch]) -> Result<()> {
         Some(held) => held,
         None => Held { series: DailySeries::load(env.ctx, env.lake).await?, changed: Changed::default() },
     };
-    let Some(events_schema) = clean.first().map(|b| b.schema()) else {
-        env.keep_daily(Held { series, changed });
-        return Ok(());
-    };
+    let added = add_events(env, &mut series, clean).await?;
+    let changed = series.union(changed, added);
+    env.keep_daily(Held { series, changed });
+    Ok(())
+}
+
+/// Adds silver rows to `series` (typing its features from them when it has none yet) and
+/// returns the rows they changed.
+async fn add_events(env: &Env<'_>, series: &mut DailySeries, clean: &[RecordBatch]) -> Result<Changed> {
+    let Some(events_schema) = clean.first().map(|b| b.schema()) else { return Ok(Changed::default()) };
     let features = match series.features() {
         Some(f) => f,
         None => usage_daily::features_schema(env.ctx, events_schema).await?,
     };
-    let added = series.apply_events(clean, features, &env.silver.anomaly)?;
-    let changed = series.union(changed, added);
-    env.keep_daily(Held { series, changed });
-    Ok(())
+    series.apply_events(clean, features, &env.silver.anomaly)
 }
 
 /// The gold step of the batches since the last one, recording `txn` (the latest of them): the
@@ -424,40 +426,18 @@ pub(crate) async fn catch_up_gold(
     const T: &str = "__stream_silver_catch_up";
     let (lake, ctx) = (env.lake, env.ctx);
     let daily_has = lake.txn_version(Layer::Silver, "usage_daily", &txn.app_id).await?.unwrap_or(0);
-    let quote = |p: &Planned| format!("'{}'", p.run_id.replace('\'', "''"));
-    let all: Vec<String> = tail.iter().map(quote).collect();
-    let missing: Vec<String> = tail.iter().filter(|p| p.batch > daily_has).map(quote).collect();
-    if all.is_empty() || !lake.register_as(ctx, Layer::Silver, "usage_events", T).await? {
-        return Ok((0, vec![]));
-    }
-    let flag = if missing.is_empty() {
-        "false".to_string()
-    } else {
-        format!("ingest_run_id IN ({})", missing.join(", "))
-    };
-    let sql = format!("SELECT *, {flag} AS __missing FROM {T} WHERE ingest_run_id IN ({})", all.join(", "));
-    let rows = ctx.sql(&sql).await?.collect().await;
-    let _ = ctx.deregister_table(T)?;
-    let rows = rows?;
-    if rows.iter().all(|b| b.num_rows() == 0) {
-        // No clean row in these batches: nothing for gold to take.
-        return Ok((0, vec![]));
-    }
-    let mut clean = Vec::with_capacity(rows.len());
-    for b in rows {
-        let keep = b.column(b.num_columns() - 1).as_boolean().clone();
-        let mut b = filter_record_batch(&b, &keep)?;
-        b.remove_column(b.num_columns() - 1);
-        clean.push(b);
-    }
+    let missing: Vec<String> = tail
+        .iter()
+        .filter(|p| p.batch > daily_has)
+        .map(|p| format!("'{}'", p.run_id.replace('\'', "''")))
+        .collect();
     let mut series = DailySeries::load(ctx, lake).await?;
-    let features = match (series.features(), clean.first()) {
-        (Some(f), _) => f,
-        (None, Some(b)) => usage_daily::features_schema(ctx, b.schema()).await?,
-        (None, None) => return Ok((0, vec![])),
-    };
-    // Rows of batches the daily table holds were filtered out above (it may hold all of them).
-    series.apply_events(&clean, features, &env.silver.anomaly)?;
+    if !missing.is_empty() && lake.register_as(ctx, Layer::Silver, "usage_events", T).await? {
+        let sql = format!("SELECT * FROM {T} WHERE ingest_run_id IN ({})", missing.join(", "));
+        let rows = ctx.sql(&sql).await?.collect().await;
+        let _ = ctx.deregister_table(T)?;
+        add_events(env, &mut series, &rows?).await?;
+    }
     let gold = if series.is_empty() {
         vec![]
     } else {

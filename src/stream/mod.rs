@@ -394,18 +394,16 @@ pub async fn run_locked(
     // The first batch whose gold step waits, and when the last gold step ended.
     let mut gold_from: Option<i64> = None;
     let mut last_gold = Instant::now();
-    let gold = async |from: i64, upto: i64, report: &mut StreamReport| -> Result<()> {
+    // The gold step of batches `from..=upto`, then their commit markers: (daily rows, marts, ms).
+    let gold = async |from: i64, upto: i64| -> Result<(u64, Vec<crate::gold::GoldMetrics>, u64)> {
         let started = Instant::now();
         let (daily_rows, gold) = batch::gold_step(&env, &Txn::batch(&app_id, upto)).await?;
         cp.mark_committed_range(from, upto)?;
-        tracing::info!(
-            batches = upto - from + 1,
-            daily_rows,
-            millis = started.elapsed().as_millis() as u64,
-            "Gold step committed."
-        );
-        report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
-        Ok(())
+        let millis = started.elapsed().as_millis() as u64;
+        if upto > from {
+            tracing::info!(batches = upto - from + 1, daily_rows, millis, "Gold step committed.");
+        }
+        Ok((daily_rows, gold, millis))
     };
     loop {
         if options.stop.load(Ordering::Relaxed) {
@@ -423,7 +421,8 @@ pub async fn run_locked(
                 };
                 if input.is_empty() {
                     if let Some(from) = gold_from.take() {
-                        gold(from, next - 1, &mut report).await?;
+                        let (daily_rows, gold, _) = gold(from, next - 1).await?;
+                        report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
                         last_gold = Instant::now();
                         continue;
                     }
@@ -520,12 +519,7 @@ pub async fn run_locked(
             let behind = reader.behind(prefetched.as_ref().map(|p| &p.0), cfg.max_batch_events);
             if !behind || last_gold.elapsed() >= cfg.gold_lag {
                 gold_from = None;
-                let started = Instant::now();
-                let (daily_rows, gold) = batch::gold_step(&env, &txn).await?;
-                cp.mark_committed_range(from, next)?;
-                m.daily_rows = daily_rows;
-                m.gold = gold;
-                gold_ms = started.elapsed().as_millis() as u64;
+                (m.daily_rows, m.gold, gold_ms) = gold(from, next).await?;
                 last_gold = Instant::now();
             }
         }
@@ -589,7 +583,8 @@ pub async fn run_locked(
         }
     }
     if let Some(from) = gold_from {
-        gold(from, next - 1, &mut report).await?;
+        let (daily_rows, gold, _) = gold(from, next - 1).await?;
+        report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
     }
     report.watermark = batch::watermark_text(state.watermark());
     report.millis = started.elapsed().as_millis() as u64;

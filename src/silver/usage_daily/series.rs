@@ -12,7 +12,7 @@
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -97,16 +97,27 @@ pub struct DailySeries {
 }
 
 impl DailySeries {
-    /// The rows of `silver_usage_daily` in the lake (none when it does not exist yet).
+    /// The rows of `silver_usage_daily` in the lake (none when it does not exist yet), with its
+    /// feature columns as stored, so they can be written back before any batch is applied.
     pub async fn load(ctx: &SessionContext, lake: &Lake) -> Result<Self> {
         const T: &str = "__usage_daily_series_load";
         let mut out = DailySeries::default();
         if !lake.register_as(ctx, Layer::Silver, "usage_daily", T).await? {
             return Ok(out);
         }
-        let rows = ctx.sql(&format!("SELECT * FROM {T}")).await?.collect().await;
+        let read = async {
+            let df = ctx.sql(&format!("SELECT * FROM {T}")).await?;
+            let scores: HashSet<String> =
+                score_columns(&[])?.into_iter().map(|(f, _)| f.name().clone()).collect();
+            let stored = df.schema().as_arrow().fields().clone();
+            let features: Vec<_> = stored.iter().filter(|f| !scores.contains(f.name())).cloned().collect();
+            Ok::<_, Error>((Arc::new(Schema::new(features)), df.collect().await?))
+        }
+        .await;
         let _ = ctx.deregister_table(T)?;
-        for b in rows? {
+        let (features, rows) = read?;
+        out.features = Some(features);
+        for b in rows {
             let columns = Columns::of(&b)?;
             let scores = ScoreColumns::of(&b)?;
             for i in 0..b.num_rows() {
@@ -122,7 +133,7 @@ impl DailySeries {
         Ok(out)
     }
 
-    /// The schema of the feature query's rows, once a batch was applied.
+    /// The schema of the feature query's rows, once a batch was applied or the series loaded.
     pub fn features(&self) -> Option<SchemaRef> {
         self.features.clone()
     }

@@ -142,7 +142,8 @@ pub fn register_batches(
 
 fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None)
+    let properties = crate::lake::writer_properties(&schema);
+    let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
         .map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;
     for b in batches {
         writer.write(b).map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;

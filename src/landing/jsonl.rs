@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 
 use super::{
     Column, IngestMeta, Landed, RULE_INVALID_UTF8, RULE_MALFORMED_JSON, RULE_MISSING_KEY, Reject,
@@ -114,7 +115,9 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
         let mut extra = serde_json::Map::new();
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
             match self.columns.iter().position(|c| c.name == key) {
-                Some(i) => values[i] = map.next_value::<ScalarDe<'de>>()?.0,
+                Some(i) => {
+                    values[i] = scalar(map.next_value::<&'de RawValue>()?).map_err(de::Error::custom)?
+                }
                 None => {
                     extra.insert(key.into_owned(), map.next_value::<serde_json::Value>()?);
                 }
@@ -146,54 +149,24 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// A JSON scalar; nested values are kept as their JSON text.
-struct ScalarDe<'a>(Scalar<'a>);
-
-impl<'de> Deserialize<'de> for ScalarDe<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ScalarDe<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Null))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Null))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Bool(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                // Rust prints the shortest text that round-trips, so `0.9561` stays `0.9561`
-                // and decimals parse exactly from it.
-                Ok(ScalarDe(Scalar::Number(Cow::Owned(v.to_string()))))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Str(Cow::Borrowed(v))))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(ScalarDe(Scalar::Str(Cow::Owned(v.to_owned()))))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-                let v = serde_json::Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
-                Ok(ScalarDe(Scalar::Nested(v.to_string())))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                let v = serde_json::Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ScalarDe(Scalar::Nested(v.to_string())))
-            }
+/// A JSON value as a scalar, from its text: strings without escapes and numbers borrow it (a
+/// number stays the text it was written as, so a decimal parses exactly from it, without a
+/// float in between); a number in exponent form is normalised through a float (`1e-05` becomes
+/// `0.00001`, which every column type parses); nested values are kept as compact JSON text.
+fn scalar(raw: &RawValue) -> serde_json::Result<Scalar<'_>> {
+    let text = raw.get();
+    Ok(match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => Scalar::Str(Cow::Borrowed(&text[1..text.len() - 1])),
+        Some(b'"') => Scalar::Str(Cow::Owned(serde_json::from_str::<String>(text)?)),
+        Some(b'n') => Scalar::Null,
+        Some(b't') => Scalar::Bool(true),
+        Some(b'f') => Scalar::Bool(false),
+        Some(b'[' | b'{') => Scalar::Nested(serde_json::from_str::<serde_json::Value>(text)?.to_string()),
+        _ if text.contains(['e', 'E']) => {
+            Scalar::Number(Cow::Owned(serde_json::from_str::<f64>(text)?.to_string()))
         }
-        d.deserialize_any(V)
-    }
+        _ => Scalar::Number(Cow::Borrowed(text)),
+    })
 }
 
 #[cfg(test)]
@@ -213,6 +186,25 @@ mod tests {
     fn read(text: &str) -> Landed {
         let meta = IngestMeta { run_id: "r".into(), ingest_ts_micros: 0 };
         read_jsonl(text.as_bytes(), "e.jsonl", COLS, &["event_id"], &meta).unwrap()
+    }
+
+    #[test]
+    fn escapes_exponents_and_exact_decimals() {
+        let l = read(concat!(
+            r#"{"event_id":"a\"b","timestamp":1755395700000,"value":1e3,"cost":1E-05,"x":{"k": [1, 2]}}"#,
+            "\n",
+            r#"{"event_id":"c","timestamp":"2025-08-17T01:55:00Z","value":-0.5,"cost":0.123456}"#,
+        ));
+        assert!(l.rejects.is_empty(), "{:?}", l.rejects);
+        let b = &l.batches[0];
+        assert_eq!(b.column(0).as_string::<i32>().value(0), "a\"b");
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(0), 1000.0);
+        assert_eq!(b.column(2).as_primitive::<Float64Type>().value(1), -0.5);
+        let cost = b.column(3).as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(cost.value(0), 10);
+        assert_eq!(cost.value(1), 123_456);
+        let extra = b.column_by_name(crate::landing::EXTRA_JSON).unwrap().as_string::<i32>();
+        assert_eq!(extra.value(0), r#"{"x":{"k":[1,2]}}"#);
     }
 
     #[test]

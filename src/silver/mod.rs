@@ -146,6 +146,17 @@ pub struct DailyMetrics {
     pub anomalies: u64,
 }
 
+impl DailyMetrics {
+    /// Adds another part's figures.
+    pub fn absorb(&mut self, other: &DailyMetrics) {
+        self.rows += other.rows;
+        self.zscore_flags += other.zscore_flags;
+        self.mad_flags += other.mad_flags;
+        self.pctl_flags += other.pctl_flags;
+        self.anomalies += other.anomalies;
+    }
+}
+
 /// SQL: the latest bronze version of each key of a versioned source, as a sub-query.
 pub fn current_version(bronze_table: &str, key: &str) -> String {
     format!(
@@ -197,35 +208,44 @@ pub async fn rebuild_events(
     settings: &SilverSettings,
     txn: Option<&crate::lake::Txn>,
 ) -> Result<(SilverMetrics, DailyMetrics)> {
-    let (events, (features_schema, features)) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
-    let (schema, daily) = usage_daily::score(ctx, &settings.anomaly, features_schema, features).await?;
-    let daily_metrics = daily_metrics(&daily);
-    match txn {
-        Some(t) => {
-            lake.overwrite_txn(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[], t).await?
+    let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
+    // Scored a bucket of orgs at a time, each bucket written as it comes (the first replaces
+    // the table, each commit records `txn`); gold then reads the table from the lake.
+    let schema = scoring.schema();
+    let mut m = DailyMetrics::default();
+    let mut mode = SaveMode::Overwrite;
+    loop {
+        let bucket = scoring.next_bucket()?;
+        if bucket.is_none() && mode == SaveMode::Append {
+            break;
         }
-        None => lake.overwrite(Layer::Silver, "usage_daily", daily.clone(), schema.clone(), &[]).await?,
-    };
-    crate::lake::register_batches(ctx, "silver_usage_daily", schema, daily)?;
-    Ok((events, daily_metrics))
+        let bucket: Vec<RecordBatch> = bucket.into_iter().collect();
+        m.absorb(&daily_metrics(&bucket));
+        lake.save(Layer::Silver, "usage_daily", bucket, schema.clone(), &[], mode, txn).await?;
+        mode = SaveMode::Append;
+    }
+    lake.register(ctx, Layer::Silver, "usage_daily").await?;
+    Ok((events, m))
 }
 
 /// Bronze events conformed per chunk of event dates, each chunk bounded by [`CHUNK_EVENTS`].
-const CHUNK_EVENTS: i64 = 1_000_000;
+const CHUNK_EVENTS: i64 = 400_000;
 
 /// `silver_usage_events` rebuilt from all of `bronze_usage_events`, a chunk of event dates at a
 /// time (conformance is row by row, joined with the masters, so a chunk's rows are the rows it
 /// contributes to a whole-table build): each chunk is conformed, written (the first overwrites,
 /// the others append, each recording `txn`), sends its violations to quarantine and adds its
-/// daily features (a day's features come from its own events only). Memory follows a chunk
-/// plus the daily features, not the table. Returns the metrics and the daily features.
+/// daily features (a day's features come from its own events only), spilled to local files by
+/// bucket of orgs, as many buckets as chunks (under the lake's state folder: the caller holds
+/// the lake's events lock). Memory follows a chunk, not the table. Returns the
+/// metrics and the scoring of the daily features.
 async fn rebuild_event_rows(
     ctx: &SessionContext,
     lake: &Lake,
     meta: &IngestMeta,
     settings: &SilverSettings,
     txn: Option<&crate::lake::Txn>,
-) -> Result<(SilverMetrics, (SchemaRef, Vec<RecordBatch>))> {
+) -> Result<(SilverMetrics, usage_daily::Scoring)> {
     const ALL: &str = "__bronze_usage_events_all";
     const CHUNK: &str = "__silver_usage_events_chunk";
     let started = Instant::now();
@@ -237,7 +257,8 @@ async fn rebuild_event_rows(
     let provider = ctx.table_provider(bronze.as_str()).await?;
     let _ = ctx.deregister_table(ALL)?;
     ctx.register_table(ALL, provider.clone())?;
-    let mut features: Vec<RecordBatch> = Vec::new();
+    let spill_dir = lake.state_dir().join("_spill").join("usage_daily");
+    let mut features: Option<usage_daily::FeatureSpill> = None;
     let mut events_schema: Option<SchemaRef> = None;
     let result = async {
         for (i, predicate) in chunks.iter().enumerate() {
@@ -255,7 +276,17 @@ async fn rebuild_event_rows(
                 crate::lake::register_batches(ctx, CHUNK, c.schema.clone(), c.clean.clone())?;
                 let found = ctx.sql(&usage_daily::features_sql(CHUNK)).await?.collect().await;
                 let _ = ctx.deregister_table(CHUNK)?;
-                features.extend(found?);
+                for b in found? {
+                    let spill = match &mut features {
+                        Some(spill) => spill,
+                        None => features.insert(usage_daily::FeatureSpill::create(
+                            &spill_dir,
+                            b.schema(),
+                            chunks.len(),
+                        )?),
+                    };
+                    spill.push(&b)?;
+                }
             }
             events_schema = Some(c.schema.clone());
             quarantine::write(ctx, lake, table.bronze, c.quarantine).await?;
@@ -277,7 +308,13 @@ async fn rebuild_event_rows(
     lake.register(ctx, Layer::Silver, table.name).await?;
     m.millis = started.elapsed().as_millis() as u64;
     let events_schema = events_schema.ok_or_else(|| Error::Internal("no chunk of usage events".into()))?;
-    let features_schema = usage_daily::features_schema(ctx, events_schema).await?;
+    let scoring = match features {
+        Some(spill) => spill.scoring(&settings.anomaly)?,
+        None => {
+            let schema = usage_daily::features_schema(ctx, events_schema).await?;
+            usage_daily::Scoring::new(&settings.anomaly, schema, vec![])?
+        }
+    };
     tracing::info!(
         rows = m.rows,
         quarantined = m.quarantined,
@@ -285,7 +322,7 @@ async fn rebuild_event_rows(
         millis = m.millis,
         "Silver built."
     );
-    Ok((m, (features_schema, features)))
+    Ok((m, scoring))
 }
 
 /// SQL predicates over `event_date` that split `bronze` into chunks of at most

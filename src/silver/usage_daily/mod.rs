@@ -13,8 +13,12 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
 };
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::prelude::SessionContext;
 
 use super::anomalies::{AnomalyConfig, Score, score_series};
@@ -41,20 +45,19 @@ pub fn features_sql(relation: &str) -> String {
 }
 
 /// Scores daily features (the rows of [`features_sql`], in any order, each (org, date, service)
-/// once): the whole table when they cover every event (a full rebuild computes them a chunk of
-/// dates at a time, see [`crate::silver::rebuild_events`]).
-pub async fn score(
-    ctx: &SessionContext,
+/// once) in one go: [`Scoring`] collected. For tests and small inputs; a rebuild writes the
+/// buckets of [`Scoring`] as they come.
+pub fn score(
     cfg: &AnomalyConfig,
     schema: SchemaRef,
     features: Vec<RecordBatch>,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    const FEATURES: &str = "__usage_daily_features";
-    crate::lake::register_batches(ctx, FEATURES, schema, features)?;
-    let scored =
-        scored_sql(ctx, cfg, &format!("SELECT * FROM {FEATURES} ORDER BY org_id, service, usage_date")).await;
-    let _ = ctx.deregister_table(FEATURES)?;
-    scored
+    let mut scoring = Scoring::new(cfg, schema, features)?;
+    let mut out = Vec::new();
+    while let Some(b) = scoring.next_bucket()? {
+        out.push(b);
+    }
+    Ok((scoring.schema(), out))
 }
 
 /// The schema of [`features_sql`]'s rows over silver events of schema `events` (planned over
@@ -68,16 +71,194 @@ pub async fn features_schema(ctx: &SessionContext, events: SchemaRef) -> Result<
     Ok(planned?)
 }
 
-/// Scores the daily features `sql` returns, ordered by org, service and date, per series.
-async fn scored_sql(
-    ctx: &SessionContext,
-    cfg: &AnomalyConfig,
-    sql: &str,
-) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let df = ctx.sql(sql).await?;
-    let features_schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-    let batches = df.collect().await?;
-    let features = concat_batches(&features_schema, &batches)?;
+/// At most this many daily rows are sorted and scored at once.
+pub const BUCKET_ROWS: usize = 200_000;
+
+/// The daily features of a whole table scored a bucket of orgs at a time: the features are
+/// split by a hash of `org_id` (a series never spans two buckets), and each bucket is sorted by
+/// (org, service, date), scored and handed out, then dropped. Memory follows one bucket, not
+/// the table, when the buckets were spilled to files ([`FeatureSpill`]).
+pub struct Scoring {
+    cfg: AnomalyConfig,
+    schema: SchemaRef,
+    /// Buckets not yet scored, last first.
+    buckets: Vec<Bucket>,
+    /// Where spilled buckets live (removed when the scoring is dropped).
+    _spill: Option<tempdir::Spill>,
+}
+
+enum Bucket {
+    Held(Vec<RecordBatch>),
+    Spilled(std::path::PathBuf),
+}
+
+impl Scoring {
+    /// Splits `features` (of `schema`, the [`features_sql`] columns) into buckets in memory.
+    pub fn new(cfg: &AnomalyConfig, schema: SchemaRef, features: Vec<RecordBatch>) -> Result<Self> {
+        Self::with_bucket_rows(cfg, schema, features, BUCKET_ROWS)
+    }
+
+    /// [`Scoring::new`] with buckets of about `bucket_rows` rows.
+    pub fn with_bucket_rows(
+        cfg: &AnomalyConfig,
+        schema: SchemaRef,
+        features: Vec<RecordBatch>,
+        bucket_rows: usize,
+    ) -> Result<Self> {
+        let rows: usize = features.iter().map(|b| b.num_rows()).sum();
+        let count = rows.div_ceil(bucket_rows.max(1)).max(1);
+        let mut buckets: Vec<Vec<RecordBatch>> = vec![Vec::new(); count];
+        for batch in features {
+            for (bucket, part) in buckets.iter_mut().zip(split_by_org(&batch, count)?) {
+                if part.num_rows() > 0 {
+                    bucket.push(part);
+                }
+            }
+        }
+        let buckets = buckets.into_iter().map(Bucket::Held).collect();
+        Ok(Scoring { cfg: *cfg, schema: scored_schema(&schema)?, buckets, _spill: None })
+    }
+
+    /// The scored rows' schema: the feature columns, then [`score_columns`].
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// The next bucket, sorted and scored; `None` when every bucket was handed out.
+    pub fn next_bucket(&mut self) -> Result<Option<RecordBatch>> {
+        while let Some(bucket) = self.buckets.pop() {
+            let part = match bucket {
+                Bucket::Held(part) => part,
+                Bucket::Spilled(path) => {
+                    let file = std::fs::File::open(&path).map_err(|e| crate::Error::io(&path, e))?;
+                    let part =
+                        FileReader::try_new(file, None)?.collect::<std::result::Result<Vec<_>, _>>()?;
+                    let _ = std::fs::remove_file(&path);
+                    part
+                }
+            };
+            if part.iter().all(|b| b.num_rows() == 0) {
+                continue;
+            }
+            return score_bucket(&self.cfg, &self.schema, part).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+fn scored_schema(features: &SchemaRef) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = features.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.extend(score_columns(&[])?.into_iter().map(|(f, _)| f));
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// `batch`'s rows split into `count` parts by a hash of `org_id` (its first column).
+fn split_by_org(batch: &RecordBatch, count: usize) -> Result<Vec<RecordBatch>> {
+    if count <= 1 {
+        return Ok(vec![batch.clone()]);
+    }
+    let org = cast(batch.column(0), &DataType::Utf8)?;
+    let org = org.as_string::<i32>();
+    let of: Vec<usize> = (0..batch.num_rows())
+        .map(|i| xxhash_rust::xxh3::xxh3_64(org.value(i).as_bytes()) as usize % count)
+        .collect();
+    (0..count)
+        .map(|k| {
+            let keep: BooleanArray = of.iter().map(|&b| Some(b == k)).collect();
+            Ok(filter_record_batch(batch, &keep)?)
+        })
+        .collect()
+}
+
+/// The daily features of a rebuild written to local files, a file per bucket of orgs, as the
+/// chunks of events produce them: the rebuild then holds one chunk's features, not the
+/// table's. [`FeatureSpill::scoring`] scores them a bucket at a time.
+pub struct FeatureSpill {
+    schema: SchemaRef,
+    spill: tempdir::Spill,
+    writers: Vec<FileWriter<std::io::BufWriter<std::fs::File>>>,
+}
+
+impl FeatureSpill {
+    /// Files for `buckets` buckets of features of `schema`, in a fresh folder `dir`.
+    pub fn create(dir: &std::path::Path, schema: SchemaRef, buckets: usize) -> Result<Self> {
+        let spill = tempdir::Spill::create(dir)?;
+        let writers = (0..buckets.max(1))
+            .map(|k| {
+                let path = spill.path(k);
+                let file = std::fs::File::create(&path).map_err(|e| crate::Error::io(&path, e))?;
+                Ok(FileWriter::try_new(std::io::BufWriter::new(file), &schema)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FeatureSpill { schema, spill, writers })
+    }
+
+    /// Adds features (rows of [`features_sql`], each (org, date, service) once in the rebuild).
+    pub fn push(&mut self, batch: &RecordBatch) -> Result<()> {
+        let parts = split_by_org(batch, self.writers.len())?;
+        for (writer, part) in self.writers.iter_mut().zip(parts) {
+            if part.num_rows() > 0 {
+                writer.write(&part)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the files; the scoring reads and removes them a bucket at a time.
+    pub fn scoring(self, cfg: &AnomalyConfig) -> Result<Scoring> {
+        let mut buckets = Vec::with_capacity(self.writers.len());
+        for (k, mut writer) in self.writers.into_iter().enumerate() {
+            writer.finish()?;
+            buckets.push(Bucket::Spilled(self.spill.path(k)));
+        }
+        Ok(Scoring { cfg: *cfg, schema: scored_schema(&self.schema)?, buckets, _spill: Some(self.spill) })
+    }
+}
+
+mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// A folder removed when dropped.
+    pub struct Spill(PathBuf);
+
+    impl Spill {
+        /// Creates `dir` afresh (a folder a killed run left there is removed first).
+        pub fn create(dir: &Path) -> crate::Result<Spill> {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+            }
+            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+            Ok(Spill(dir.to_path_buf()))
+        }
+
+        /// Bucket `k`'s file.
+        pub fn path(&self, k: usize) -> PathBuf {
+            self.0.join(format!("bucket-{k:04}.arrow"))
+        }
+    }
+
+    impl Drop for Spill {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Sorts one bucket's features by (org, service, date) and appends their scores.
+fn score_bucket(cfg: &AnomalyConfig, schema: &SchemaRef, part: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let features = concat_batches(&part[0].schema(), &part)?;
+    drop(part);
+    let last = SortOptions { descending: false, nulls_first: false };
+    let order = lexsort_to_indices(
+        &[
+            SortColumn { values: features.column(0).clone(), options: Some(last) },
+            SortColumn { values: features.column(2).clone(), options: Some(last) },
+            SortColumn { values: features.column(1).clone(), options: Some(last) },
+        ],
+        None,
+    )?;
+    let features = take_record_batch(&features, &order)?;
+    drop(order);
     let n = features.num_rows();
 
     let org = cast(features.column(0), &DataType::Utf8)?;
@@ -88,11 +269,17 @@ async fn scored_sql(
     let cost = features.column(3).as_primitive::<Decimal128Type>();
     let scale = 10f64.powi(MONEY_SCALE as i32);
     // Series boundaries, then the series scored on every core (each independently).
+    let same = |a: usize, b: usize| {
+        org.is_null(a) == org.is_null(b)
+            && org.value(a) == org.value(b)
+            && service.is_null(a) == service.is_null(b)
+            && service.value(a) == service.value(b)
+    };
     let mut bounds = Vec::new();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
-        while end < n && org.value(end) == org.value(start) && service.value(end) == service.value(start) {
+        while end < n && same(start, end) {
             end += 1;
         }
         bounds.push((start, end));
@@ -120,18 +307,9 @@ async fn scored_sql(
     if scores.len() != n {
         return Err(crate::Error::Internal("a daily scoring thread failed".into()));
     }
-
-    let extra = score_columns(&scores)?;
-    let mut fields: Vec<Field> = features_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns: Vec<ArrayRef> = features.columns().to_vec();
-    for (f, a) in extra {
-        debug_assert_eq!(a.len(), n);
-        fields.push(f);
-        columns.push(a);
-    }
-    let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    Ok((schema, if n > 0 { vec![batch] } else { vec![] }))
+    columns.extend(score_columns(&scores)?.into_iter().map(|(_, a)| a));
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// The score columns of `silver_usage_daily`, after its feature columns, for `scores` in row
@@ -181,4 +359,89 @@ pub(crate) fn score_columns(scores: &[Score]) -> Result<Vec<(Field, ArrayRef)>> 
             Arc::new(BooleanArray::from_iter(scores.iter().map(|s| Some(s.is_anomaly)))),
         ),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Date32Array, StringArray};
+
+    fn features(rows: &[(&str, i32, Option<&str>, i128)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("org_id", DataType::Utf8, true),
+            Field::new("usage_date", DataType::Date32, true),
+            Field::new("service", DataType::Utf8, true),
+            Field::new("cost_usd", DataType::Decimal128(18, MONEY_SCALE), true),
+        ]));
+        let cost = Decimal128Array::from_iter_values(rows.iter().map(|r| r.3))
+            .with_precision_and_scale(18, MONEY_SCALE)
+            .unwrap();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Date32Array::from_iter_values(rows.iter().map(|r| r.1))),
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+                Arc::new(cost),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn lines(batches: &[RecordBatch]) -> Vec<String> {
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string();
+        let mut lines: Vec<String> =
+            text.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn scoring_in_small_buckets_equals_scoring_at_once() {
+        // Unordered days of several series over two input batches, with a spike and a null service.
+        let mut rows = Vec::new();
+        for org in ["org_a", "org_b", "org_c", "org_d", "org_e"] {
+            for service in [Some("compute"), Some("genai"), None] {
+                for day in (0..30).rev() {
+                    let cost =
+                        if day == 25 && org == "org_b" { 90_000_000 } else { 1_000_000 + day as i128 * 1000 };
+                    rows.push((org, 19_000 + day, service, cost));
+                }
+            }
+        }
+        let (a, b) = rows.split_at(200);
+        let cfg = AnomalyConfig::default();
+        let once = features(a).schema();
+        let (_, whole) = score(&cfg, once.clone(), vec![features(a), features(b)]).unwrap();
+        assert_eq!(whole.len(), 1);
+        let mut parts = Scoring::with_bucket_rows(&cfg, once, vec![features(a), features(b)], 100).unwrap();
+        let mut buckets = Vec::new();
+        while let Some(bucket) = parts.next_bucket().unwrap() {
+            buckets.push(bucket);
+        }
+        assert!(buckets.len() > 1, "{} buckets", buckets.len());
+        assert_eq!(buckets.iter().map(|b| b.num_rows()).sum::<usize>(), rows.len());
+        assert_eq!(lines(&buckets), lines(&whole));
+        assert!(daily_flags(&whole) > 0, "the spike is flagged");
+
+        // Spilled to files by bucket, chunk after chunk: the same rows and scores.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("spill");
+        let mut spill = FeatureSpill::create(&dir, features(a).schema(), 3).unwrap();
+        spill.push(&features(a)).unwrap();
+        spill.push(&features(b)).unwrap();
+        let mut scoring = spill.scoring(&cfg).unwrap();
+        let mut spilled = Vec::new();
+        while let Some(bucket) = scoring.next_bucket().unwrap() {
+            spilled.push(bucket);
+        }
+        assert_eq!(spilled.len(), 3);
+        assert_eq!(lines(&spilled), lines(&whole));
+        drop(scoring);
+        assert!(!dir.exists(), "the spill folder is removed");
+    }
+
+    fn daily_flags(batches: &[RecordBatch]) -> usize {
+        batches.iter().map(|b| b.column_by_name("is_anomaly").unwrap().as_boolean().true_count()).sum()
+    }
 }

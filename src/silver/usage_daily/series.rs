@@ -632,9 +632,8 @@ mod tests {
             }
         }
         let rows = summed;
-        let ctx = SessionContext::new();
         let once = features(&rows);
-        let (_, expected) = super::super::score(&ctx, &cfg, once.schema(), vec![once]).await.unwrap();
+        let (_, expected) = super::super::score(&cfg, once.schema(), vec![once]).unwrap();
         let parts = series.to_batches().unwrap();
         let got = datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
         // The rebuild orders null services last; the series order them first: compare as sets.

@@ -84,7 +84,7 @@ pub struct Scoring {
     /// Buckets not yet scored, last first.
     buckets: Vec<Bucket>,
     /// Where spilled buckets live (removed when the scoring is dropped).
-    _spill: Option<tempdir::Spill>,
+    _spill: Option<tempfile::TempDir>,
 }
 
 enum Bucket {
@@ -175,17 +175,22 @@ fn split_by_org(batch: &RecordBatch, count: usize) -> Result<Vec<RecordBatch>> {
 /// table's. [`FeatureSpill::scoring`] scores them a bucket at a time.
 pub struct FeatureSpill {
     schema: SchemaRef,
-    spill: tempdir::Spill,
+    spill: tempfile::TempDir,
     writers: Vec<FileWriter<std::io::BufWriter<std::fs::File>>>,
 }
 
 impl FeatureSpill {
-    /// Files for `buckets` buckets of features of `schema`, in a fresh folder `dir`.
-    pub fn create(dir: &std::path::Path, schema: SchemaRef, buckets: usize) -> Result<Self> {
-        let spill = tempdir::Spill::create(dir)?;
+    /// Files for `buckets` buckets of features of `schema`, in a new folder inside `root`
+    /// (whose older folders, left by a killed run, are removed first).
+    pub fn create(root: &std::path::Path, schema: SchemaRef, buckets: usize) -> Result<Self> {
+        if root.is_dir() {
+            std::fs::remove_dir_all(root).map_err(|e| crate::Error::io(root, e))?;
+        }
+        std::fs::create_dir_all(root).map_err(|e| crate::Error::io(root, e))?;
+        let spill = tempfile::tempdir_in(root).map_err(|e| crate::Error::io(root, e))?;
         let writers = (0..buckets.max(1))
             .map(|k| {
-                let path = spill.path(k);
+                let path = bucket_path(&spill, k);
                 let file = std::fs::File::create(&path).map_err(|e| crate::Error::io(&path, e))?;
                 Ok(FileWriter::try_new(std::io::BufWriter::new(file), &schema)?)
             })
@@ -209,39 +214,15 @@ impl FeatureSpill {
         let mut buckets = Vec::with_capacity(self.writers.len());
         for (k, mut writer) in self.writers.into_iter().enumerate() {
             writer.finish()?;
-            buckets.push(Bucket::Spilled(self.spill.path(k)));
+            buckets.push(Bucket::Spilled(bucket_path(&self.spill, k)));
         }
         Ok(Scoring { cfg: *cfg, schema: scored_schema(&self.schema)?, buckets, _spill: Some(self.spill) })
     }
 }
 
-mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    /// A folder removed when dropped.
-    pub struct Spill(PathBuf);
-
-    impl Spill {
-        /// Creates `dir` afresh (a folder a killed run left there is removed first).
-        pub fn create(dir: &Path) -> crate::Result<Spill> {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-            }
-            std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
-            Ok(Spill(dir.to_path_buf()))
-        }
-
-        /// Bucket `k`'s file.
-        pub fn path(&self, k: usize) -> PathBuf {
-            self.0.join(format!("bucket-{k:04}.arrow"))
-        }
-    }
-
-    impl Drop for Spill {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+/// Bucket `k`'s file in a spill folder.
+fn bucket_path(spill: &tempfile::TempDir, k: usize) -> std::path::PathBuf {
+    spill.path().join(format!("bucket-{k:04}.arrow"))
 }
 
 /// Sorts one bucket's features by (org, service, date) and appends their scores.
@@ -438,7 +419,7 @@ mod tests {
         assert_eq!(spilled.len(), 3);
         assert_eq!(lines(&spilled), lines(&whole));
         drop(scoring);
-        assert!(!dir.exists(), "the spill folder is removed");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the spill folder is removed");
     }
 
     fn daily_flags(batches: &[RecordBatch]) -> usize {

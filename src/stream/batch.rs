@@ -402,12 +402,14 @@ async fn add_events(env: &Env<'_>, series: &mut DailySeries, clean: &[RecordBatc
 /// or more, the daily table and the event marts are rewritten whole from the series in memory
 /// (cheaper than reading most rows back to upsert them), otherwise the changed rows are upserted.
 pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<GoldMetrics>)> {
-    let Some(Held { series, changed }) = env.take_daily() else { return Ok((0, vec![])) };
-    let written = if changed.rows == 0 {
+    let Some(Held { mut series, changed }) = env.take_daily() else { return Ok((0, vec![])) };
+    series.score(&env.silver.anomaly);
+    let rows = series.rows_in(&changed);
+    let written = if rows == 0 {
         (0, vec![])
     } else {
-        let whole = changed.rows.saturating_mul(4) >= series.len();
-        (changed.rows as u64, write_gold(env, txn, &series, (!whole).then_some(&changed), true).await?)
+        let whole = rows.saturating_mul(4) >= series.len();
+        (rows as u64, write_gold(env, txn, &series, (!whole).then_some(&changed), true).await?)
     };
     env.keep_daily(Held { series, changed: Changed::default() });
     Ok(written)
@@ -437,6 +439,7 @@ pub(crate) async fn catch_up_gold(
         let rows = ctx.sql(&sql).await?.collect().await;
         let _ = ctx.deregister_table(T)?;
         add_events(env, &mut series, &rows?).await?;
+        series.score(&env.silver.anomaly);
     }
     let gold = if series.is_empty() {
         vec![]

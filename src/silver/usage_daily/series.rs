@@ -8,7 +8,9 @@
 //! every baseline is complete: the same rows, sums and scores as a full rebuild (tested). The
 //! stream loads the series from the lake once and keeps them while its commits succeed. While a
 //! backlog is read, the changes of several batches wait for one gold step
-//! ([`DailySeries::union`] of their spans).
+//! ([`DailySeries::union`] of their spans), and so does their scoring ([`DailySeries::score`]):
+//! a span rescored once after several batches gets the scores it would after each (a day whose
+//! trailing window holds a changed day is itself in that day's span).
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
@@ -83,8 +85,20 @@ impl Day {
 #[derive(Debug, Default, Clone)]
 pub struct Changed {
     spans: BTreeMap<Key, (i32, i32)>,
-    /// Rows in those spans (the daily rows to write).
-    pub rows: usize,
+}
+
+impl Changed {
+    /// Adds `other`'s spans: per series, one span from the first day either names to the last.
+    fn merge(&mut self, other: &Changed) {
+        for (key, &(lo, to)) in &other.spans {
+            match self.spans.get_mut(key) {
+                Some(s) => *s = (s.0.min(lo), s.1.max(to)),
+                None => {
+                    self.spans.insert(key.clone(), (lo, to));
+                }
+            }
+        }
+    }
 }
 
 /// The days of every series, with the schema the rows are written in.
@@ -94,6 +108,8 @@ pub struct DailySeries {
     rows: usize,
     /// The feature columns as the feature query types them (set by the first batch applied).
     features: Option<SchemaRef>,
+    /// The spans applied since the last [`DailySeries::score`]: their scores are stale.
+    unscored: Changed,
 }
 
 impl DailySeries {
@@ -148,9 +164,9 @@ impl DailySeries {
         self.rows == 0
     }
 
-    /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) and rescores the
-    /// touched series; returns which rows changed. A row without an org or a date touches no
-    /// series.
+    /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) to the touched series,
+    /// whose scores wait for [`DailySeries::score`]; returns which rows changed. A row without
+    /// an org or a date touches no series.
     pub fn apply(&mut self, delta: &[RecordBatch], cfg: &AnomalyConfig) -> Result<Changed> {
         let Some(first) = delta.first() else { return Ok(Changed::default()) };
         self.features = Some(first.schema());
@@ -176,15 +192,12 @@ impl DailySeries {
     /// The rows changed by `a` or by `b` (batches whose gold step was deferred to one commit):
     /// per series, one span from the first day either names to the last.
     pub fn union(&self, mut a: Changed, b: Changed) -> Changed {
-        for (key, (lo, to)) in b.spans {
-            a.spans.entry(key).and_modify(|s| *s = (s.0.min(lo), s.1.max(to))).or_insert((lo, to));
-        }
-        a.rows = self.count(&a);
+        a.merge(&b);
         a
     }
 
-    /// Rows in the spans of `changed`.
-    fn count(&self, changed: &Changed) -> usize {
+    /// Rows in the spans of `changed` (the daily rows its gold step writes).
+    pub fn rows_in(&self, changed: &Changed) -> usize {
         let rows = changed.spans.iter().filter_map(|(key, &(lo, to))| {
             self.series.get(key).map(|days| days.range(Some(lo)..=Some(to)).count())
         });
@@ -209,11 +222,18 @@ impl DailySeries {
             }
             changed.spans.insert(key, (lo, hi.saturating_add(cfg.window_days)));
         }
+        self.unscored.merge(&changed);
+        Ok(changed)
+    }
+
+    /// Rescores the spans applied since the last call: before any row is read out.
+    pub fn score(&mut self, cfg: &AnomalyConfig) {
+        let unscored = std::mem::take(&mut self.unscored);
         // Series score independently: the touched ones are shared out over the cores.
         let mut work: Vec<(&mut Days, i32, i32)> = self
             .series
             .iter_mut()
-            .filter_map(|(key, days)| changed.spans.get(key).map(|&(lo, to)| (days, lo, to)))
+            .filter_map(|(key, days)| unscored.spans.get(key).map(|&(lo, to)| (days, lo, to)))
             .collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let share = work.len().div_ceil(cores).max(1);
@@ -226,12 +246,19 @@ impl DailySeries {
                 });
             }
         });
-        changed.rows = self.count(&changed);
-        Ok(changed)
+    }
+
+    /// An error when rows were applied and not scored since (their scores would be stale).
+    fn scored(&self) -> Result<()> {
+        match self.unscored.spans.is_empty() {
+            true => Ok(()),
+            false => Err(Error::Internal("daily series read out before their changes were scored".into())),
+        }
     }
 
     /// The rows `changed` names, ordered by org, service and date.
     pub fn changed_batch(&self, changed: &Changed) -> Result<RecordBatch> {
+        self.scored()?;
         let rows = changed.spans.iter().flat_map(|(key, &(lo, to))| {
             self.series
                 .get(key)
@@ -245,6 +272,7 @@ impl DailySeries {
     /// Every row, ordered by org, service and date: the whole table, built on every core (a
     /// batch per core).
     pub fn to_batches(&self) -> Result<Vec<RecordBatch>> {
+        self.scored()?;
         let keys: Vec<&Key> = self.series.keys().collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let share = keys.len().div_ceil(cores).max(1);
@@ -609,9 +637,12 @@ mod tests {
         ];
         let mut series = DailySeries::default();
         let all = series.apply(&[features(&first)], &cfg).unwrap();
-        assert_eq!((all.rows, series.changed_batch(&all).unwrap().num_rows()), (40, 40));
+        assert!(series.changed_batch(&all).is_err(), "rows are not read out unscored");
+        series.score(&cfg);
+        assert_eq!((series.rows_in(&all), series.changed_batch(&all).unwrap().num_rows()), (40, 40));
         let changed = series.apply(&[features(&second)], &cfg).unwrap();
-        assert_eq!(changed.rows, 15 + 8);
+        assert_eq!(series.rows_in(&changed), 15 + 8);
+        series.score(&cfg);
         let changed = series.changed_batch(&changed).unwrap();
         // o1: days 3..=17 (12 + window); o2: days 9, 12, ..., 27 and 40 (every day from 9 on).
         assert_eq!(changed.num_rows(), 15 + 8);
@@ -636,6 +667,13 @@ mod tests {
         let (_, expected) = super::super::score(&cfg, once.schema(), vec![once]).unwrap();
         let parts = series.to_batches().unwrap();
         let got = datafusion::arrow::compute::concat_batches(&parts[0].schema(), &parts).unwrap();
+        // Both batches applied, then scored once (a gold step after a backlog): the same rows.
+        let mut deferred = DailySeries::default();
+        let a = deferred.apply(&[features(&first)], &cfg).unwrap();
+        let b = deferred.apply(&[features(&second)], &cfg).unwrap();
+        deferred.score(&cfg);
+        assert_eq!(deferred.rows_in(&deferred.union(a, b)), 41);
+        assert_eq!(deferred.to_batches().unwrap(), parts);
         // The rebuild orders null services last; the series order them first: compare as sets.
         let sorted = |b: &RecordBatch| {
             let mut lines: Vec<String> =
@@ -745,17 +783,19 @@ mod tests {
 
         let mut queried = DailySeries::default();
         queried.apply(&by_query, &cfg).unwrap();
+        queried.score(&cfg);
         let mut direct = DailySeries::default();
         let changed = direct.apply_events(&[clean], features, &cfg).unwrap();
-        assert_eq!(changed.rows, 7);
+        direct.score(&cfg);
+        assert_eq!(direct.rows_in(&changed), 7);
         assert_eq!(direct.series, queried.series);
         assert_eq!(direct.to_batches().unwrap(), queried.to_batches().unwrap());
 
         // Two batches' changes in one gold step: every row either names, each once.
         let both = direct.union(changed, Changed::default());
-        assert_eq!(both.rows, 7);
+        assert_eq!(direct.rows_in(&both), 7);
         let twice = direct.union(direct.union(Changed::default(), both.clone()), both.clone());
-        assert_eq!(twice.rows, 7);
+        assert_eq!(direct.rows_in(&twice), 7);
         assert_eq!(direct.changed_batch(&twice).unwrap(), direct.changed_batch(&both).unwrap());
     }
 }

@@ -19,7 +19,8 @@
 //!    with the event marts on their grain ([`crate::gold::merge_event_marts`]), or both rewritten
 //!    whole when they are a quarter of the table ([`crate::gold::rebuild_event_marts`]), then
 //!    `org_health`. It follows every batch, except while the stream is behind (the next batch is
-//!    already full): then it waits, up to `gold_lag`, or until nothing is left to read.
+//!    already full, or with `--once`, read ahead at all): then it waits, up to `gold_lag`, or
+//!    until nothing is left to read.
 //!
 //! After a crash at any instant, the restart reads bronze's transaction version B: plans above B
 //! are discarded (nothing of them committed); batch B, if its silver is not marked done, is
@@ -515,8 +516,11 @@ pub async fn run_locked(
         if !options.bronze_only {
             cp.mark_silver(next)?;
             let from = *gold_from.get_or_insert(next);
-            // Behind (the next batch is already full), the gold step waits, up to gold_lag.
-            let behind = reader.behind(prefetched.as_ref().map(|p| &p.0), cfg.max_batch_events);
+            // Behind (the next batch is already full), the gold step waits, up to gold_lag. With
+            // --once, a batch read ahead holds the rest up to the end fixed at start: the gold
+            // step waits for it too (it is the last, and its own gold step follows at once).
+            let behind = reader.behind(prefetched.as_ref().map(|p| &p.0), cfg.max_batch_events)
+                || (options.once && prefetched.is_some());
             if !behind || last_gold.elapsed() >= cfg.gold_lag {
                 gold_from = None;
                 (m.daily_rows, m.gold, gold_ms) = gold(from, next).await?;

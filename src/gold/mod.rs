@@ -189,7 +189,8 @@ async fn merge_one(ctx: &SessionContext, lake: &Lake, mart: &Mart, txn: &Txn) ->
 /// nearly every series): each event mart recomputed from the whole `silver_usage_daily` in `ctx`
 /// (the stream's in-memory copy, already holding the batch) and overwritten, the marts
 /// concurrently, each commit recording `txn`; a mart that already recorded it is left as it is.
-/// Cheaper than reading each mart back to upsert most of its rows, and the same rows.
+/// Cheaper than reading each mart back to upsert most of its rows, and the same rows. Each mart's
+/// rows stream from its query into its files: a mart is never held whole in memory.
 pub async fn rebuild_event_marts(ctx: &SessionContext, lake: &Lake, txn: &Txn) -> Result<Vec<GoldMetrics>> {
     let marts = MARTS.iter().filter(|m| m.scope == Scope::Events).map(|mart| async move {
         let started = Instant::now();
@@ -198,9 +199,8 @@ pub async fn rebuild_event_marts(ctx: &SessionContext, lake: &Lake, txn: &Txn) -
         if lake.txn_version(Layer::Gold, mart.name, &txn.app_id).await?.is_some_and(|v| v >= txn.version) {
             return Ok(m);
         }
-        let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
-        m.computed = batches.iter().map(|b| b.num_rows() as u64).sum();
-        lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, txn).await?;
+        let query = ctx.sql(&(mart.sql)("silver_usage_daily")).await?;
+        m.computed = lake.overwrite_query_txn(Layer::Gold, mart.name, query, mart.partitions, txn).await?;
         m.refresh = "full".into();
         m.millis = started.elapsed().as_millis() as u64;
         Ok::<_, crate::Error>(m)

@@ -314,6 +314,50 @@ impl Lake {
         self.save(layer, name, batches, schema, partitions, SaveMode::Overwrite, Some(txn)).await
     }
 
+    /// Overwrites a table with the rows of `query`, streamed into its files (never all held in
+    /// memory), in a commit recording `txn`; returns the rows written. The query runs in this
+    /// process (a stream's gold step, which is local).
+    pub async fn overwrite_query_txn(
+        &self,
+        layer: Layer,
+        name: &str,
+        query: datafusion::prelude::DataFrame,
+        partitions: &[&str],
+        txn: &Txn,
+    ) -> Result<u64> {
+        use futures::TryStreamExt;
+        let url = self.table_url(layer, name)?;
+        let table =
+            DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
+        // The plan holds its tables; delta-rs runs it in its own session (whose planner knows
+        // the write's own plan nodes).
+        let plan = query.into_unoptimized_plan();
+        let mut write = table
+            .write(Vec::new())
+            .with_input_plan(plan.clone())
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+            .with_writer_properties(writer_properties(plan.schema().as_arrow()))
+            .with_commit_properties(txn.commit_properties());
+        if !partitions.is_empty() {
+            write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
+        }
+        let table = write.await.map_err(|e| Error::delta(qualified(layer, name), e))?;
+        // The write's own count, from the commit it made.
+        let last: Vec<_> = table
+            .history(Some(1))
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(qualified(layer, name), e))?;
+        last.first()
+            .and_then(|c| c.info.get("operationMetrics"))
+            .and_then(|m| m.get("num_added_rows"))
+            .and_then(|n| n.as_u64())
+            .ok_or_else(|| {
+                Error::Internal(format!("the write of {} recorded no row count", qualified(layer, name)))
+            })
+    }
+
     /// Overwrites or appends `batches` (an empty overwrite writes an empty table with `schema`),
     /// recording `txn` when given: [`Lake::overwrite`] and [`Lake::append`] with the mode and
     /// the transaction chosen at run time.

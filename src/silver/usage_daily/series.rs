@@ -46,37 +46,67 @@ const DECIMAL: DataType = DataType::Decimal128(18, MONEY_SCALE);
 /// Largest magnitude a `DECIMAL(18, 6)` feature holds, in its unscaled units.
 const DECIMAL_LIMIT: i128 = 1_000_000_000_000_000_000;
 
-/// One (org, date, service) row.
+/// One (org, date, service) row. A stream holds one per row of the daily table, so it is kept
+/// small: the decimals in 64 bits (a `DECIMAL(18, 6)` fits) and cost's null as a flag.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Day {
-    decimals: [Option<i128>; 5],
+    /// The [`DECIMALS`] in unscaled units; the null cost is 0 here (see `has_cost`).
+    decimals: [i64; 5],
+    /// Whether some event had a cost: `cost_usd` is null otherwise (the other decimals count a
+    /// null as 0).
+    has_cost: bool,
     genai_tokens: i64,
     events: i64,
     score: Score,
 }
 
 impl Day {
+    /// A day of sums, `None` for a null (a null cost stays null; the others count it as 0).
+    /// The sums are `DECIMAL(18, 6)` values, so they fit; one that does not fails here.
+    fn of(decimals: [Option<i128>; 5], genai_tokens: i64, events: i64) -> Result<Day> {
+        let mut out = [0i64; 5];
+        for (i, (o, v)) in out.iter_mut().zip(decimals).enumerate() {
+            let v = v.unwrap_or(0);
+            *o = i64::try_from(v).ok().filter(|v| i128::from(*v).abs() < DECIMAL_LIMIT).ok_or_else(|| {
+                Error::Internal(format!(
+                    "a daily {} value {v} overflows DECIMAL(18, {MONEY_SCALE})",
+                    DECIMALS[i]
+                ))
+            })?;
+        }
+        Ok(Day {
+            decimals: out,
+            has_cost: decimals[0].is_some(),
+            genai_tokens,
+            events,
+            score: Score::default(),
+        })
+    }
+
+    /// Decimal `i` as the table holds it (null only for a cost no event had).
+    fn decimal(&self, i: usize) -> Option<i128> {
+        (i != 0 || self.has_cost).then(|| i128::from(self.decimals[i]))
+    }
+
     fn add(&mut self, other: &Day) -> Result<()> {
         for (i, (a, b)) in self.decimals.iter_mut().zip(other.decimals).enumerate() {
-            let sum = match (*a, b) {
-                (None, None) if i == 0 => None,
-                (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
-            };
-            if sum.is_some_and(|s| s.abs() >= DECIMAL_LIMIT) {
+            let sum = i128::from(*a) + i128::from(b);
+            if sum.abs() >= DECIMAL_LIMIT {
                 return Err(Error::Internal(format!(
                     "a daily {} sum overflows DECIMAL(18, {MONEY_SCALE})",
                     DECIMALS[i]
                 )));
             }
-            *a = sum;
+            *a = sum as i64;
         }
+        self.has_cost |= other.has_cost;
         self.genai_tokens += other.genai_tokens;
         self.events += other.events;
         Ok(())
     }
 
     fn cost(&self) -> f64 {
-        self.decimals[0].unwrap_or(0) as f64 / 10f64.powi(MONEY_SCALE as i32)
+        self.decimals[0] as f64 / 10f64.powi(MONEY_SCALE as i32)
     }
 }
 
@@ -139,7 +169,7 @@ impl DailySeries {
             for i in 0..b.num_rows() {
                 let k = &columns.keys;
                 let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
-                let mut day = columns.sums(i);
+                let mut day = columns.sums(i)?;
                 day.score = scores.row(i);
                 if out.series.entry(key).or_default().insert(k.date(i), day).is_none() {
                     out.rows += 1;
@@ -217,7 +247,7 @@ impl DailySeries {
                     self.rows += 1;
                     Day::default()
                 });
-                day.add(&c.sums(i))?;
+                day.add(&c.sums(i)?)?;
                 (lo, hi) = (lo.min(d), hi.max(d));
             }
             changed.spans.insert(key, (lo, hi.saturating_add(cfg.window_days)));
@@ -309,8 +339,8 @@ impl DailySeries {
             org.push(key.0.as_deref());
             service.push(key.1.as_deref());
             date.push(d);
-            for (column, v) in decimals.iter_mut().zip(day.decimals) {
-                column.push(v);
+            for (i, column) in decimals.iter_mut().enumerate() {
+                column.push(day.decimal(i));
             }
             tokens.push(day.genai_tokens);
             events.push(day.events);
@@ -425,7 +455,7 @@ impl Keys {
 trait DailyRows {
     fn keys(&self) -> &Keys;
     /// What row `i` adds to its day (no scores).
-    fn sums(&self, i: usize) -> Day;
+    fn sums(&self, i: usize) -> Result<Day>;
 }
 
 /// The feature columns of daily rows (the feature query's, or the table's).
@@ -456,19 +486,13 @@ impl DailyRows for Columns {
         &self.keys
     }
 
-    fn sums(&self, i: usize) -> Day {
+    fn sums(&self, i: usize) -> Result<Day> {
         let int = |a: &Int64Array| if a.is_valid(i) { a.value(i) } else { 0 };
         let mut decimals = [None; 5];
-        for (k, (v, a)) in decimals.iter_mut().zip(&self.decimals).enumerate() {
-            *v = if a.is_valid(i) {
-                Some(a.value(i))
-            } else if k == 0 {
-                None
-            } else {
-                Some(0)
-            };
+        for (v, a) in decimals.iter_mut().zip(&self.decimals) {
+            *v = a.is_valid(i).then(|| a.value(i));
         }
-        Day { decimals, genai_tokens: int(&self.tokens), events: int(&self.events), ..Default::default() }
+        Day::of(decimals, int(&self.tokens), int(&self.events))
     }
 }
 
@@ -506,22 +530,18 @@ impl DailyRows for EventColumns {
         &self.keys
     }
 
-    fn sums(&self, i: usize) -> Day {
+    fn sums(&self, i: usize) -> Result<Day> {
         let decimal = |a: &Decimal128Array| a.is_valid(i).then(|| a.value(i));
         let metric = text(&self.metric, i);
         let value = |m: &str| if metric == Some(m) { decimal(&self.value) } else { None };
-        Day {
-            decimals: [
-                decimal(&self.cost),
-                value("requests"),
-                value("cpu_hours"),
-                value("storage_gb_hours"),
-                decimal(&self.carbon),
-            ],
-            genai_tokens: if self.tokens.is_valid(i) { self.tokens.value(i) } else { 0 },
-            events: 1,
-            ..Default::default()
-        }
+        let decimals = [
+            decimal(&self.cost),
+            value("requests"),
+            value("cpu_hours"),
+            value("storage_gb_hours"),
+            decimal(&self.carbon),
+        ];
+        Day::of(decimals, if self.tokens.is_valid(i) { self.tokens.value(i) } else { 0 }, 1)
     }
 }
 

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::SessionContext;
+use deltalake::protocol::SaveMode;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -114,19 +115,22 @@ impl GoldMetrics {
 const AFFECTED: &str = "gold_affected_daily";
 
 /// Recomputes and overwrites every mart from the silver tables registered in `ctx`; each commit
-/// records `txn` when given (the stream batches the rebuild covers).
+/// records `txn` when given (the stream batches the rebuild covers). Locally a mart's rows stream
+/// from its query into its files; on a cluster they are collected from it, then written.
 pub async fn build(ctx: &SessionContext, lake: &Lake, txn: Option<&Txn>) -> Result<Vec<GoldMetrics>> {
     let mut out = Vec::with_capacity(MARTS.len());
     for mart in MARTS {
         let started = Instant::now();
         let _span = tracing::info_span!("stage", stage = "gold", mart = mart.name).entered();
-        let (schema, batches) = collect(ctx.sql(&(mart.sql)("silver_usage_daily")).await?).await?;
-        let computed = batches.iter().map(|b| b.num_rows() as u64).sum();
-        match txn {
-            Some(t) => {
-                lake.overwrite_txn(Layer::Gold, mart.name, batches, schema, mart.partitions, t).await?
-            }
-            None => lake.overwrite(Layer::Gold, mart.name, batches, schema, mart.partitions).await?,
+        let query = ctx.sql(&(mart.sql)("silver_usage_daily")).await?;
+        let computed = if crate::cluster::of(ctx).is_none() {
+            lake.overwrite_query(Layer::Gold, mart.name, query, mart.partitions, txn).await?
+        } else {
+            let (schema, batches) = collect(query).await?;
+            let computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+            lake.save(Layer::Gold, mart.name, batches, schema, mart.partitions, SaveMode::Overwrite, txn)
+                .await?;
+            computed
         };
         let m = GoldMetrics {
             mart: mart.name.to_string(),
@@ -200,7 +204,7 @@ pub async fn rebuild_event_marts(ctx: &SessionContext, lake: &Lake, txn: &Txn) -
             return Ok(m);
         }
         let query = ctx.sql(&(mart.sql)("silver_usage_daily")).await?;
-        m.computed = lake.overwrite_query_txn(Layer::Gold, mart.name, query, mart.partitions, txn).await?;
+        m.computed = lake.overwrite_query(Layer::Gold, mart.name, query, mart.partitions, Some(txn)).await?;
         m.refresh = "full".into();
         m.millis = started.elapsed().as_millis() as u64;
         Ok::<_, crate::Error>(m)

@@ -315,15 +315,15 @@ impl Lake {
     }
 
     /// Overwrites a table with the rows of `query`, streamed into its files (never all held in
-    /// memory), in a commit recording `txn`; returns the rows written. The query runs in this
-    /// process (a stream's gold step, which is local).
-    pub async fn overwrite_query_txn(
+    /// memory), in a commit recording `txn` when given; returns the rows written. The query runs
+    /// in this process: for a local session, not a cluster's.
+    pub async fn overwrite_query(
         &self,
         layer: Layer,
         name: &str,
         query: datafusion::prelude::DataFrame,
         partitions: &[&str],
-        txn: &Txn,
+        txn: Option<&Txn>,
     ) -> Result<u64> {
         use futures::TryStreamExt;
         let url = self.table_url(layer, name)?;
@@ -337,8 +337,10 @@ impl Lake {
             .with_input_plan(plan.clone())
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_writer_properties(writer_properties(plan.schema().as_arrow()))
-            .with_commit_properties(txn.commit_properties());
+            .with_writer_properties(writer_properties(plan.schema().as_arrow()));
+        if let Some(txn) = txn {
+            write = write.with_commit_properties(txn.commit_properties());
+        }
         if !partitions.is_empty() {
             write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
         }

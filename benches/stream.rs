@@ -6,7 +6,8 @@
 //!    folder with a 500 ms trigger; `CLOUDLAKE_BENCH_DELIVERIES` times (default 10), a file of
 //!    360 new events is delivered (written, then renamed into the folder) and the time until its
 //!    events are all in `silver_usage_events` and counted in `gold_org_daily_usage_by_service` is
-//!    measured (polling the lake every 20 ms);
+//!    measured (a reader polling the lake every 20 ms, its tables kept open and brought up to date
+//!    from new commits, as a dashboard would);
 //! 2. **Kafka throughput**: `cloudlake generate --scale CLOUDLAKE_BENCH_SCALE` (default 20),
 //!    `cloudlake produce` into a fresh topic, then `cloudlake stream --kafka --once`: events/s of
 //!    the whole catch-up, and its resident memory sampled every 250 ms (peak and per quarter, to
@@ -34,43 +35,81 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// Whether a delivery of `n` events from `file` is visible: all its events are in
-/// `silver_usage_events` (or quarantined by a rule) and gold counts every silver event. Read
-/// the way a reader would, through the library, registering only the three tables it needs
-/// (a poll every 20 ms must not itself load the 2 cores).
-async fn visible(lake: &Path, file: &str, n: i64) -> bool {
-    use cloudlake::lake::{Lake, Layer};
-    let lake = Lake::new(lake).expect("lake");
-    let ctx = cloudlake::lake::session();
-    for (layer, table) in [
-        (Layer::Silver, "usage_events"),
-        (Layer::Quarantine, "usage_events"),
-        (Layer::Gold, "org_daily_usage_by_service"),
-    ] {
-        if !lake.register(&ctx, layer, table).await.unwrap_or(false) {
-            return false;
+/// A reader of the three tables a delivery must reach, the way a dashboard keeps them: opened
+/// once, then brought up to date from the new commits only before each look (a re-open would
+/// replay the whole log every 20 ms and load the 2 cores the stream runs on).
+struct Reader {
+    lake: cloudlake::lake::Lake,
+    ctx: datafusion::prelude::SessionContext,
+    tables: Vec<(cloudlake::lake::Layer, &'static str, Option<deltalake::DeltaTable>, Option<u64>)>,
+}
+
+impl Reader {
+    fn new(lake: &Path) -> Self {
+        use cloudlake::lake::{Lake, Layer};
+        Reader {
+            lake: Lake::new(lake).expect("lake"),
+            ctx: cloudlake::lake::session(),
+            tables: [
+                (Layer::Silver, "usage_events"),
+                (Layer::Quarantine, "usage_events"),
+                (Layer::Gold, "org_daily_usage_by_service"),
+            ]
+            .into_iter()
+            .map(|(layer, name)| (layer, name, None, None))
+            .collect(),
         }
     }
-    let sql = format!(
-        "SELECT
-           (SELECT count(*) FROM silver_usage_events WHERE source_file LIKE '%{file}') AS a,
-           (SELECT count(*) FROM quarantine_usage_events WHERE source_file LIKE '%{file}') AS b,
-           (SELECT count(*) FROM silver_usage_events) AS c,
-           (SELECT CAST(sum(events) AS BIGINT) FROM gold_org_daily_usage_by_service) AS d"
-    );
-    let Ok(df) = ctx.sql(&sql).await else { return false };
-    let Ok(b) = df.collect().await else { return false };
-    let Some(b) = b.first().filter(|b| b.num_rows() > 0) else { return false };
-    let v: Vec<i64> = (0..4)
-        .map(|i| {
-            let c =
-                datafusion::arrow::compute::cast(b.column(i), &datafusion::arrow::datatypes::DataType::Int64)
-                    .expect("cast");
-            let c = c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("i64");
-            if datafusion::arrow::array::Array::is_null(c, 0) { 0 } else { c.value(0) }
-        })
-        .collect();
-    v[0] > 0 && v[0] + v[1] >= n && v[3] == v[2]
+
+    /// Registers each table's latest version; false while one does not exist yet.
+    async fn refresh(&mut self) -> bool {
+        for (layer, name, table, registered) in &mut self.tables {
+            if table.is_none() {
+                *table = self.lake.open(*layer, name).await.ok().flatten();
+            } else if let Some(t) = table.as_mut() {
+                let _ = t.update_incremental(None).await;
+            }
+            let Some(t) = table.as_ref() else { return false };
+            if t.version() != *registered {
+                let sql_name = format!("{}_{}", layer.as_str(), name);
+                if cloudlake::cluster::register_delta(&self.ctx, &sql_name, t).await.is_err() {
+                    return false;
+                }
+                *registered = t.version();
+            }
+        }
+        true
+    }
+
+    /// Whether a delivery of `n` events from `file` is visible: all its events are in
+    /// `silver_usage_events` (or quarantined by a rule) and gold counts every silver event.
+    async fn visible(&mut self, file: &str, n: i64) -> bool {
+        if !self.refresh().await {
+            return false;
+        }
+        let sql = format!(
+            "SELECT
+               (SELECT count(*) FROM silver_usage_events WHERE source_file LIKE '%{file}') AS a,
+               (SELECT count(*) FROM quarantine_usage_events WHERE source_file LIKE '%{file}') AS b,
+               (SELECT count(*) FROM silver_usage_events) AS c,
+               (SELECT CAST(sum(events) AS BIGINT) FROM gold_org_daily_usage_by_service) AS d"
+        );
+        let Ok(df) = self.ctx.sql(&sql).await else { return false };
+        let Ok(b) = df.collect().await else { return false };
+        let Some(b) = b.first().filter(|b| b.num_rows() > 0) else { return false };
+        let v: Vec<i64> = (0..4)
+            .map(|i| {
+                let c = datafusion::arrow::compute::cast(
+                    b.column(i),
+                    &datafusion::arrow::datatypes::DataType::Int64,
+                )
+                .expect("cast");
+                let c = c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().expect("i64");
+                if datafusion::arrow::array::Array::is_null(c, 0) { 0 } else { c.value(0) }
+            })
+            .collect();
+        v[0] > 0 && v[0] + v[1] >= n && v[3] == v[2]
+    }
 }
 
 fn percentile(v: &[Duration], p: f64) -> Duration {
@@ -109,6 +148,7 @@ async fn freshness(scratch: &Path, deliveries: usize) -> Vec<Duration> {
         .spawn()
         .expect("spawn stream");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut reader = Reader::new(&lake);
     let mut latencies = Vec::new();
     for k in 0..deliveries {
         let body = template.replace("\"evt_", &format!("\"fresh{k}_"));
@@ -120,7 +160,7 @@ async fn freshness(scratch: &Path, deliveries: usize) -> Vec<Duration> {
             .expect("rename");
         let file = format!("fresh_{k:03}.jsonl");
         loop {
-            if visible(&lake, &file, n).await {
+            if reader.visible(&file, n).await {
                 break;
             }
             assert!(t0.elapsed() < Duration::from_secs(60), "delivery {k} not visible after 60 s");

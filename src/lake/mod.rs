@@ -332,12 +332,13 @@ impl Lake {
         // The plan holds its tables; delta-rs runs it in its own session (whose planner knows
         // the write's own plan nodes).
         let plan = query.into_unoptimized_plan();
+        let properties = writer_properties(plan.schema().as_arrow());
         let mut write = table
             .write(Vec::new())
-            .with_input_plan(plan.clone())
+            .with_input_plan(plan)
             .with_save_mode(SaveMode::Overwrite)
             .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_writer_properties(writer_properties(plan.schema().as_arrow()));
+            .with_writer_properties(properties);
         if let Some(txn) = txn {
             write = write.with_commit_properties(txn.commit_properties());
         }

@@ -326,26 +326,10 @@ impl Lake {
         txn: Option<&Txn>,
     ) -> Result<u64> {
         use futures::TryStreamExt;
-        let url = self.table_url(layer, name)?;
-        let table =
-            DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
         // The plan holds its tables; delta-rs runs it in its own session (whose planner knows
         // the write's own plan nodes).
-        let plan = query.into_unoptimized_plan();
-        let properties = writer_properties(plan.schema().as_arrow());
-        let mut write = table
-            .write(Vec::new())
-            .with_input_plan(plan)
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-            .with_writer_properties(properties);
-        if let Some(txn) = txn {
-            write = write.with_commit_properties(txn.commit_properties());
-        }
-        if !partitions.is_empty() {
-            write = write.with_partition_columns(partitions.iter().map(|p| p.to_string()));
-        }
-        let table = write.await.map_err(|e| Error::delta(qualified(layer, name), e))?;
+        let input = WriteInput::Plan(query.into_unoptimized_plan());
+        let table = self.write_input(layer, name, input, partitions, SaveMode::Overwrite, txn).await?;
         // The write's own count, from the commit it made.
         let last: Vec<_> = table
             .history(Some(1))
@@ -388,11 +372,34 @@ impl Lake {
         mode: SaveMode,
         txn: Option<&Txn>,
     ) -> Result<DeltaTable> {
+        self.write_input(layer, name, WriteInput::Batches(batches), partitions, mode, txn).await
+    }
+
+    /// Writes `input` to a table: the mode, the Parquet settings of its schema, partitions and
+    /// `txn`, shared by batch and query writes.
+    async fn write_input(
+        &self,
+        layer: Layer,
+        name: &str,
+        input: WriteInput,
+        partitions: &[&str],
+        mode: SaveMode,
+        txn: Option<&Txn>,
+    ) -> Result<DeltaTable> {
         let url = self.table_url(layer, name)?;
         let table =
             DeltaTable::try_from_url(url).await.map_err(|e| Error::delta(qualified(layer, name), e))?;
-        let properties = batches.first().map(|b| writer_properties(&b.schema()));
-        let mut write = table.write(batches).with_save_mode(mode);
+        let (write, properties) = match input {
+            WriteInput::Batches(batches) => {
+                let properties = batches.first().map(|b| writer_properties(&b.schema()));
+                (table.write(batches), properties)
+            }
+            WriteInput::Plan(plan) => {
+                let properties = Some(writer_properties(plan.schema().as_arrow()));
+                (table.write(Vec::new()).with_input_plan(plan), properties)
+            }
+        };
+        let mut write = write.with_save_mode(mode);
         if let Some(properties) = properties {
             write = write.with_writer_properties(properties);
         }
@@ -776,6 +783,13 @@ pub async fn collect(
     let planned = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await?;
     Ok((batches.first().map_or(planned, |b| b.schema()), batches))
+}
+
+/// What a lake write takes its rows from.
+enum WriteInput {
+    Batches(Vec<RecordBatch>),
+    /// A plan delta-rs runs, writing its rows as they come.
+    Plan(datafusion::logical_expr::LogicalPlan),
 }
 
 /// `layer/name`, the way errors name a table.

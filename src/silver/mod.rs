@@ -214,15 +214,15 @@ pub async fn rebuild_events(
     let schema = scoring.schema();
     let mut m = DailyMetrics::default();
     let mut mode = SaveMode::Overwrite;
-    loop {
-        let bucket = scoring.next_bucket()?;
-        if bucket.is_none() && mode == SaveMode::Append {
-            break;
-        }
-        let bucket: Vec<RecordBatch> = bucket.into_iter().collect();
+    while let Some(bucket) = scoring.next_bucket()? {
+        let bucket = vec![bucket];
         m.absorb(&daily_metrics(&bucket));
         lake.save(Layer::Silver, "usage_daily", bucket, schema.clone(), &[], mode, txn).await?;
         mode = SaveMode::Append;
+    }
+    if mode == SaveMode::Overwrite {
+        // No daily row: the table is replaced by an empty one.
+        lake.save(Layer::Silver, "usage_daily", vec![], schema, &[], mode, txn).await?;
     }
     lake.register(ctx, Layer::Silver, "usage_daily").await?;
     Ok((events, m))

@@ -380,7 +380,7 @@ async fn add_to_series(env: &Env<'_>, clean: &[RecordBatch]) -> Result<()> {
         None => Held { series: DailySeries::load(env.ctx, env.lake).await?, changed: Changed::default() },
     };
     let added = add_events(env, &mut series, clean).await?;
-    let changed = series.union(changed, added);
+    let changed = changed.union(added);
     env.keep_daily(Held { series, changed });
     Ok(())
 }

@@ -45,9 +45,10 @@ pub fn features_sql(relation: &str) -> String {
 }
 
 /// Scores daily features (the rows of [`features_sql`], in any order, each (org, date, service)
-/// once) in one go: [`Scoring`] collected. For tests and small inputs; a rebuild writes the
+/// once) in one go: [`Scoring`] collected, what the tests compare against; a rebuild writes the
 /// buckets of [`Scoring`] as they come.
-pub fn score(
+#[cfg(test)]
+pub(crate) fn score(
     cfg: &AnomalyConfig,
     schema: SchemaRef,
     features: Vec<RecordBatch>,

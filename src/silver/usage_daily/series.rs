@@ -8,7 +8,7 @@
 //! every baseline is complete: the same rows, sums and scores as a full rebuild (tested). The
 //! stream loads the series from the lake once and keeps them while its commits succeed. While a
 //! backlog is read, the changes of several batches wait for one gold step
-//! ([`DailySeries::union`] of their spans), and so does their scoring ([`DailySeries::score`]):
+//! ([`Changed::union`] of their spans), and so does their scoring ([`DailySeries::score`]):
 //! a span rescored once after several batches gets the scores it would after each (a day whose
 //! trailing window holds a changed day is itself in that day's span).
 //!
@@ -118,6 +118,13 @@ pub struct Changed {
 }
 
 impl Changed {
+    /// The rows changed by `self` or by `other` (batches whose gold step was deferred to one
+    /// commit): per series, one span from the first day either names to the last.
+    pub fn union(mut self, other: Changed) -> Changed {
+        self.merge(&other);
+        self
+    }
+
     /// Adds `other`'s spans: per series, one span from the first day either names to the last.
     fn merge(&mut self, other: &Changed) {
         for (key, &(lo, to)) in &other.spans {
@@ -217,13 +224,6 @@ impl DailySeries {
         self.features = Some(features);
         let columns = EventColumns::of_all(clean)?;
         self.absorb(&columns, cfg)
-    }
-
-    /// The rows changed by `a` or by `b` (batches whose gold step was deferred to one commit):
-    /// per series, one span from the first day either names to the last.
-    pub fn union(&self, mut a: Changed, b: Changed) -> Changed {
-        a.merge(&b);
-        a
     }
 
     /// Rows in the spans of `changed` (the daily rows its gold step writes).
@@ -692,7 +692,7 @@ mod tests {
         let a = deferred.apply(&[features(&first)], &cfg).unwrap();
         let b = deferred.apply(&[features(&second)], &cfg).unwrap();
         deferred.score(&cfg);
-        assert_eq!(deferred.rows_in(&deferred.union(a, b)), 41);
+        assert_eq!(deferred.rows_in(&a.union(b)), 41);
         assert_eq!(deferred.to_batches().unwrap(), parts);
         // The rebuild orders null services last; the series order them first: compare as sets.
         let sorted = |b: &RecordBatch| {
@@ -812,9 +812,9 @@ mod tests {
         assert_eq!(direct.to_batches().unwrap(), queried.to_batches().unwrap());
 
         // Two batches' changes in one gold step: every row either names, each once.
-        let both = direct.union(changed, Changed::default());
+        let both = changed.union(Changed::default());
         assert_eq!(direct.rows_in(&both), 7);
-        let twice = direct.union(direct.union(Changed::default(), both.clone()), both.clone());
+        let twice = Changed::default().union(both.clone()).union(both.clone());
         assert_eq!(direct.rows_in(&twice), 7);
         assert_eq!(direct.changed_batch(&twice).unwrap(), direct.changed_batch(&both).unwrap());
     }

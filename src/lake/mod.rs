@@ -855,16 +855,20 @@ pub fn first_per_key(batches: Vec<RecordBatch>, key: &[&str]) -> Result<Vec<Reco
     let converter = RowConverter::new(
         indices.iter().map(|i| SortField::new(schema.field(*i).data_type().clone())).collect(),
     )?;
-    let mut seen = std::collections::HashSet::new();
+    let rows = batches
+        .iter()
+        .map(|b| converter.convert_columns(&indices.iter().map(|i| b.column(*i).clone()).collect::<Vec<_>>()))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // The keys borrow the converted rows: no allocation per row.
+    let mut seen: foldhash::HashSet<&[u8]> =
+        foldhash::HashSetExt::with_capacity(rows.iter().map(|r| r.num_rows()).sum());
     let mut out = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let columns: Vec<_> = indices.iter().map(|i| batch.column(*i).clone()).collect();
-        let rows = converter.convert_columns(&columns)?;
-        let keep: BooleanArray = rows.iter().map(|r| Some(seen.insert(r.owned()))).collect();
+    for (batch, rows) in batches.iter().zip(&rows) {
+        let keep: BooleanArray = rows.iter().map(|r| Some(seen.insert(r.data()))).collect();
         out.push(if keep.true_count() == batch.num_rows() {
-            batch
+            batch.clone()
         } else {
-            filter_record_batch(&batch, &keep)?
+            filter_record_batch(batch, &keep)?
         });
     }
     Ok(out)

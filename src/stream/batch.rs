@@ -3,7 +3,7 @@
 //! stream's in-memory daily series; then the gold step (the daily table and the marts), for this
 //! batch or, while a backlog is read, for several at once.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Instant;
 

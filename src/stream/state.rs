@@ -18,8 +18,7 @@
 //! the watermark recorded with the last committed batch), so it is always the state that
 //! committed with bronze.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
@@ -43,12 +42,9 @@ pub struct EventState {
     seen: HashSet<u64>,
 }
 
-/// The hash [`EventState`] keeps of an event id (SipHash with fixed keys: the same in every
-/// process).
+/// The hash [`EventState`] keeps of an event id (XXH3, the same in every process).
 pub fn id_hash(id: &str) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    id.hash(&mut h);
-    h.finish()
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes())
 }
 
 impl EventState {

@@ -14,7 +14,7 @@
 //!
 //! Memory follows the daily table (one entry per (org, date, service)), not the events.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -25,6 +25,7 @@ use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef,
 };
 use datafusion::prelude::SessionContext;
+use foldhash::{HashMap, HashMapExt};
 
 use super::score_columns;
 use crate::bronze::MONEY_SCALE;

@@ -142,7 +142,10 @@ pub fn register_batches(
 
 fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let properties = crate::lake::writer_properties(&schema);
+    let properties = crate::lake::writer_properties(
+        &schema,
+        &batches.first().map(crate::lake::unique_text).unwrap_or_default(),
+    );
     let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
         .map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;
     for b in batches {

@@ -247,7 +247,6 @@ async fn rebuild_event_rows(
     txn: Option<&crate::lake::Txn>,
 ) -> Result<(SilverMetrics, usage_daily::Scoring)> {
     const ALL: &str = "__bronze_usage_events_all";
-    const CHUNK: &str = "__silver_usage_events_chunk";
     let started = Instant::now();
     let _span = tracing::info_span!("stage", stage = "silver", table = "usage_events").entered();
     let table = &usage_events::TABLE;
@@ -266,30 +265,36 @@ async fn rebuild_event_rows(
             let _ = ctx.deregister_table(bronze.as_str())?;
             ctx.register_table(bronze.as_str(), view)?;
             let c = conform_rows(ctx, table, settings, meta).await?;
-            // The first chunk replaces the table (empty or not), the others add to it.
-            if i == 0 || c.rows > 0 {
+            // The first chunk replaces the table (empty or not), the others add to it. The write
+            // runs on a task of its own, beside the chunk's daily features and quarantine (the
+            // Parquet encoding would leave the other core idle), and ends before the next chunk.
+            let write = (i == 0 || c.rows > 0).then(|| {
                 let mode = if i == 0 { SaveMode::Overwrite } else { SaveMode::Append };
                 let (clean, schema) = (c.clean.clone(), c.schema.clone());
-                lake.save(Layer::Silver, table.name, clean, schema, table.partitions, mode, txn).await?;
-            }
-            if c.rows > 0 {
-                crate::lake::register_batches(ctx, CHUNK, c.schema.clone(), c.clean.clone())?;
-                let found = ctx.sql(&usage_daily::features_sql(CHUNK)).await?.collect().await;
-                let _ = ctx.deregister_table(CHUNK)?;
-                for b in found? {
-                    let spill = match &mut features {
-                        Some(spill) => spill,
-                        None => features.insert(usage_daily::FeatureSpill::create(
-                            &spill_dir,
-                            b.schema(),
-                            chunks.len(),
-                        )?),
-                    };
-                    spill.push(&b)?;
+                let (lake, txn) = (lake.clone(), txn.cloned());
+                tokio::spawn(async move {
+                    lake.save(Layer::Silver, table.name, clean, schema, table.partitions, mode, txn.as_ref())
+                        .await
+                        .map(|_| ())
+                })
+            });
+            let features_and_quarantine = async {
+                chunk_features(ctx, &c, &spill_dir, chunks.len(), &mut features).await?;
+                quarantine::write(ctx, lake, table.bronze, c.quarantine.clone()).await
+            };
+            let written = async {
+                match write {
+                    Some(task) => {
+                        task.await.map_err(|e| Error::Internal(format!("silver write task: {e}")))?
+                    }
+                    None => Ok(()),
                 }
-            }
+            };
+            // Both end before an error returns: no write outlives the rebuild.
+            let (done, written) = futures::future::join(features_and_quarantine, written).await;
+            done?;
+            written?;
             events_schema = Some(c.schema.clone());
-            quarantine::write(ctx, lake, table.bronze, c.quarantine).await?;
             m.absorb(&SilverMetrics {
                 rows: c.rows,
                 quarantined: c.quarantined,
@@ -323,6 +328,32 @@ async fn rebuild_event_rows(
         "Silver built."
     );
     Ok((m, scoring))
+}
+
+/// Adds the daily features of a chunk's clean events `c` to the spill (created by the first
+/// chunk with rows, with `buckets` buckets of orgs under `spill_dir`).
+async fn chunk_features(
+    ctx: &SessionContext,
+    c: &Conformed,
+    spill_dir: &std::path::Path,
+    buckets: usize,
+    features: &mut Option<usage_daily::FeatureSpill>,
+) -> Result<()> {
+    const CHUNK: &str = "__silver_usage_events_chunk";
+    if c.rows == 0 {
+        return Ok(());
+    }
+    crate::lake::register_batches(ctx, CHUNK, c.schema.clone(), c.clean.clone())?;
+    let found = ctx.sql(&usage_daily::features_sql(CHUNK)).await?.collect().await;
+    let _ = ctx.deregister_table(CHUNK)?;
+    for b in found? {
+        let spill = match features {
+            Some(spill) => spill,
+            None => features.insert(usage_daily::FeatureSpill::create(spill_dir, b.schema(), buckets)?),
+        };
+        spill.push(&b)?;
+    }
+    Ok(())
 }
 
 /// SQL predicates over `event_date` that split `bronze` into chunks of at most

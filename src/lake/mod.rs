@@ -847,8 +847,8 @@ pub fn writer_properties(
 pub fn unique_text(batch: &RecordBatch) -> Vec<String> {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::datatypes::DataType;
-    let rows = batch.num_rows().min(UNIQUE_SAMPLE);
-    if rows < UNIQUE_SAMPLE {
+    let rows = UNIQUE_SAMPLE;
+    if batch.num_rows() < rows {
         return Vec::new();
     }
     let mut out = Vec::new();

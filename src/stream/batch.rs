@@ -3,7 +3,6 @@
 //! stream's in-memory daily series; then the gold step (the daily table and the marts), for this
 //! batch or, while a backlog is read, for several at once.
 
-use foldhash::{HashSet, HashSetExt};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,6 +10,7 @@ use datafusion::arrow::array::{Array, AsArray, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimestampMicrosecondType};
 use datafusion::prelude::SessionContext;
+use foldhash::{HashSet, HashSetExt};
 use serde::{Deserialize, Serialize};
 
 use crate::bronze::{self, BronzeMetrics, usage_events};

@@ -18,11 +18,10 @@
 //! the watermark recorded with the last committed batch), so it is always the state that
 //! committed with bronze.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
-
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::prelude::SessionContext;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::Result;
 use crate::lake::{Lake, Layer};

@@ -64,10 +64,11 @@ impl Reader {
     /// Registers each table's latest version; false while one does not exist yet.
     async fn refresh(&mut self) -> bool {
         for (layer, name, table, registered) in &mut self.tables {
-            if table.is_none() {
-                *table = self.lake.open(*layer, name).await.ok().flatten();
-            } else if let Some(t) = table.as_mut() {
-                let _ = t.update_incremental(None).await;
+            match table {
+                None => *table = self.lake.open(*layer, name).await.ok().flatten(),
+                Some(t) => {
+                    let _ = t.update_incremental(None).await;
+                }
             }
             let Some(t) = table.as_ref() else { return false };
             if t.version() != *registered {

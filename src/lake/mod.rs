@@ -823,7 +823,7 @@ pub fn writer_properties(
     for field in schema.fields() {
         let name = field.name().as_str();
         let path = || ColumnPath::from(name);
-        let text = matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+        let text = field.data_type().is_string();
         let unique = UNIQUE_TEXT.contains(&name) || unique.iter().any(|u| u == name);
         let repeats = match field.data_type() {
             _ if text => !unique,
@@ -853,7 +853,7 @@ pub fn unique_text(batch: &RecordBatch) -> Vec<String> {
     }
     let mut out = Vec::new();
     for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        if !matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8) {
+        if !field.data_type().is_string() {
             continue;
         }
         let Ok(sample) = datafusion::arrow::compute::cast(&column.slice(0, rows), &DataType::Utf8) else {

@@ -9,6 +9,10 @@
 //! credits, NPS out of range, plan tiers disagreeing with `is_enterprise`, last logins before
 //! creation, events before their resource's creation date.
 //!
+//! A [`Period`] of more days gives more events for the same organisations (what a stream that
+//! runs for hours sees), and its files can be in time order with some late events, as a live feed
+//! delivers them.
+//!
 //! Deterministic for a seed: every file has its own ChaCha8 stream derived from the seed and the
 //! file's name, so the output does not depend on thread scheduling. Event files are written in
 //! parallel, one thread per core.
@@ -28,6 +32,11 @@ use crate::{Error, Result};
 
 /// Events in the bundled dataset (scale 1).
 pub const EVENTS_PER_SCALE: u64 = 43_200;
+/// Days the bundled dataset's events span.
+pub const DAYS: u32 = 60;
+/// Most days a period can span: from 2025-07-03 to 2026-10-26, so no event is in the future of
+/// the day this generator was written (the pipeline rejects future events as implausible).
+pub const MAX_DAYS: u32 = 480;
 /// Event files, whatever the scale (each spans the whole period, in no order).
 pub const EVENT_FILES: usize = 120;
 
@@ -79,6 +88,25 @@ const COMMENTS: &[&str] = &[
     "",
 ];
 
+/// How the events spread over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    /// Days from 2025-07-03 the events span ([`DAYS`] in the bundled data). Events per day stay
+    /// those of the scale, so more days give more events for the same organisations.
+    pub days: u32,
+    /// Files in time order, as a live feed delivers them: file k of [`EVENT_FILES`] holds the
+    /// k-th slice of the period, but 3 % of its events are 1 to 72 hours older than its slice and
+    /// 0.3 % are from any earlier time (late data). Otherwise every file spans the whole period in
+    /// no order, as the bundled files do.
+    pub in_order: bool,
+}
+
+impl Default for Period {
+    fn default() -> Self {
+        Period { days: DAYS, in_order: false }
+    }
+}
+
 /// What a generation wrote.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct GenerateReport {
@@ -88,6 +116,10 @@ pub struct GenerateReport {
     pub scale: u32,
     /// Seed.
     pub seed: u64,
+    /// The events' period.
+    pub days: u32,
+    /// Whether the files are in time order.
+    pub in_order: bool,
     /// Events written.
     pub events: u64,
     /// Organisations written.
@@ -150,10 +182,18 @@ fn stream(seed: u64, name: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mixed)
 }
 
-/// Generates landing data at `scale` into `out` (created if needed).
+/// Generates landing data at `scale` into `out` (created if needed), with the bundled period.
 pub fn generate(scale: u32, out: &Path, seed: u64) -> Result<GenerateReport> {
+    generate_over(scale, out, seed, Period::default())
+}
+
+/// Generates landing data at `scale` into `out` (created if needed), the events over `period`.
+pub fn generate_over(scale: u32, out: &Path, seed: u64, period: Period) -> Result<GenerateReport> {
     if scale == 0 {
         return Err(Error::Usage("--scale must be at least 1".into()));
+    }
+    if !(1..=MAX_DAYS).contains(&period.days) {
+        return Err(Error::Usage(format!("--days must be between 1 and {MAX_DAYS}")));
     }
     let started = Instant::now();
     let events_dir = out.join("usage_events_stream");
@@ -162,7 +202,7 @@ pub fn generate(scale: u32, out: &Path, seed: u64) -> Result<GenerateReport> {
     let (orgs, masters) = write_masters(out, n, seed)?;
 
     let events_started = Instant::now();
-    let per_file = EVENTS_PER_SCALE as usize * n / EVENT_FILES;
+    let per_file = EVENTS_PER_SCALE as usize * n * period.days as usize / DAYS as usize / EVENT_FILES;
     let next = AtomicUsize::new(0);
     let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(2);
     let bytes: Vec<Result<u64>> = std::thread::scope(|scope| {
@@ -175,7 +215,7 @@ pub fn generate(scale: u32, out: &Path, seed: u64) -> Result<GenerateReport> {
                         if i >= EVENT_FILES {
                             return Ok(total);
                         }
-                        total += write_event_file(&events_dir, i, per_file, &masters, seed)?;
+                        total += write_event_file(&events_dir, i, per_file, &masters, seed, period)?;
                     }
                 })
             })
@@ -193,6 +233,8 @@ pub fn generate(scale: u32, out: &Path, seed: u64) -> Result<GenerateReport> {
         out: out.to_path_buf(),
         scale,
         seed,
+        days: period.days,
+        in_order: period.in_order,
         events: (per_file * EVENT_FILES) as u64,
         orgs,
         event_bytes,
@@ -403,16 +445,44 @@ fn weighted(rng: &mut ChaCha8Rng, items: &[(&'static str, u32)]) -> &'static str
     items[items.len() - 1].0
 }
 
+/// An event's time as (day from [`day0`], minute of the day): anywhere in the period, or (in
+/// order) in file `index`'s slice of it, some of them late.
+fn event_time(rng: &mut ChaCha8Rng, index: usize, period: Period) -> (i64, i64) {
+    let days = i64::from(period.days);
+    if !period.in_order {
+        return (rng.random_range(0..days), rng.random_range(0..1440));
+    }
+    let minutes = days * 1440;
+    let files = EVENT_FILES as i64;
+    let (from, to) = (index as i64 * minutes / files, (index as i64 + 1) * minutes / files);
+    let roll: f64 = rng.random();
+    let m = if roll < 0.003 {
+        rng.random_range(0..from.max(1))
+    } else if roll < 0.033 {
+        (rng.random_range(from..to.max(from + 1)) - rng.random_range(60..=72 * 60)).max(0)
+    } else {
+        rng.random_range(from..to.max(from + 1))
+    };
+    (m / 1440, m % 1440)
+}
+
 /// Writes one event file; returns its size in bytes.
-fn write_event_file(dir: &Path, index: usize, events: usize, masters: &Masters, seed: u64) -> Result<u64> {
+fn write_event_file(
+    dir: &Path,
+    index: usize,
+    events: usize,
+    masters: &Masters,
+    seed: u64,
+    period: Period,
+) -> Result<u64> {
     let name = format!("events_part_{index:04}.jsonl");
     let mut rng = stream(seed, &name);
     let mut buf: Vec<u8> = Vec::with_capacity(events * 260);
     let v2 = v2_from();
     for _ in 0..events {
         let r = &masters.resources[rng.random_range(0..masters.resources.len())];
-        let date = day0() + Duration::days(rng.random_range(0..60));
-        let minute = rng.random_range(0..1440);
+        let (day, minute) = event_time(&mut rng, index, period);
+        let date = day0() + Duration::days(day);
         let metric = weighted(&mut rng, &[("requests", 45), ("cpu_hours", 25), ("storage_gb_hours", 30)]);
         let unit = match metric {
             "requests" => "count",
@@ -510,5 +580,38 @@ mod tests {
         assert_eq!(lines("billing_monthly.csv"), 480);
         assert_eq!(std::fs::read_dir(d.path().join("usage_events_stream")).unwrap().count(), EVENT_FILES);
         assert!(generate(0, d.path(), 1).is_err());
+        assert!(generate_over(1, d.path(), 1, Period { days: MAX_DAYS + 1, in_order: false }).is_err());
+    }
+
+    /// Event dates of a file, in its order.
+    fn dates(path: &Path) -> Vec<NaiveDate> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                NaiveDate::parse_from_str(&v["timestamp"].as_str().unwrap()[..10], "%Y-%m-%d").unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn more_days_more_events_for_the_same_orgs_and_in_order_files_follow_time() {
+        let d = tempfile::tempdir().unwrap();
+        let r = generate_over(1, d.path(), 3, Period { days: 240, in_order: true }).unwrap();
+        assert_eq!((r.events, r.orgs), (4 * EVENTS_PER_SCALE, 80));
+        let events = d.path().join("usage_events_stream");
+        let (first, last) =
+            (dates(&events.join("events_part_0000.jsonl")), dates(&events.join("events_part_0119.jsonl")));
+        // File 0 holds the first 2 days; the last file the last 2, with a few late events.
+        assert!(first.iter().all(|t| *t < day0() + Duration::days(2)));
+        let late = last.iter().filter(|t| **t < day0() + Duration::days(238)).count();
+        assert!(late > 0 && late * 10 < last.len(), "{late} late of {}", last.len());
+        assert!(last.iter().all(|t| *t < day0() + Duration::days(240)));
+        // Unordered files span the whole period.
+        let u = tempfile::tempdir().unwrap();
+        generate_over(1, u.path(), 3, Period { days: 240, in_order: false }).unwrap();
+        let spread = dates(&u.path().join("usage_events_stream/events_part_0000.jsonl"));
+        assert!(spread.iter().any(|t| *t > day0() + Duration::days(200)));
+        assert!(spread.iter().any(|t| *t < day0() + Duration::days(40)));
     }
 }

@@ -16,16 +16,27 @@ pub struct GenerateArgs {
     /// Random seed: the same seed and scale give the same bytes
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Days the events span from 2025-07-03: more days give more events for the same orgs
+    #[arg(long, default_value_t = cloudlake::generate::DAYS)]
+    days: u32,
+    /// Event files in time order, as a live feed (a few events late), not each over the period
+    #[arg(long)]
+    in_order: bool,
 }
 
 pub async fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let (scale, out, seed) = (args.scale, args.out.clone(), args.seed);
-    let r = tokio::task::spawn_blocking(move || cloudlake::generate::generate(scale, &out, seed)).await??;
+    let period = cloudlake::generate::Period { days: args.days, in_order: args.in_order };
+    let r =
+        tokio::task::spawn_blocking(move || cloudlake::generate::generate_over(scale, &out, seed, period))
+            .await??;
     let mb = r.event_bytes as f64 / 1_048_576.0;
     println!(
-        "generated scale {} (seed {}) in {}: {} orgs, {} events in {} files, {:.1} MB of JSONL in {:.2} s ({:.0} MB/s); total {:.2} s",
+        "generated scale {} (seed {}, {} days{}) in {}: {} orgs, {} events in {} files, {:.1} MB of JSONL in {:.2} s ({:.0} MB/s); total {:.2} s",
         r.scale,
         r.seed,
+        r.days,
+        if r.in_order { ", in time order" } else { "" },
         r.out.display(),
         r.orgs,
         r.events,

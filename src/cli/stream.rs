@@ -101,6 +101,9 @@ pub async fn run(global: &GlobalArgs, args: &StreamArgs) -> anyhow::Result<()> {
             report.last_batch,
             report.watermark.as_deref().unwrap_or("-"),
         );
+        if let Some(d) = &report.held_from {
+            println!("state held in memory from {d} on (older dates let go within [stream] state_memory_mb)");
+        }
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ pub(crate) struct Env<'a> {
     /// `silver_usage_daily` in memory between batches (None: load it from the lake when needed),
     /// with the rows changed since the last gold step.
     pub daily: std::sync::Mutex<Option<Held>>,
+    /// Bytes the dedup state and the daily series may hold together ([`Env::bound_memory`]).
+    pub budget: usize,
 }
 
 /// The daily series a stream holds, and the rows its gold step has yet to write.
@@ -92,6 +94,36 @@ impl Env<'_> {
     /// Keeps the daily series for the next batch.
     fn keep_daily(&self, held: Held) {
         *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
+    }
+
+    /// Keeps the dedup state's id hashes and the daily series within the budget, once a gold
+    /// step wrote every change: past it, both let go of the same oldest dates (the newest kept).
+    /// Returns the first date still held, when some were let go.
+    pub fn bound_memory(&self, state: &mut EventState) -> Result<Option<i32>> {
+        let mut held = self.take_daily();
+        let ids = state.bytes_by_date();
+        let daily: Vec<(i32, usize)> = match &held {
+            Some(h) if h.changed.is_empty() => h.series.bytes_by_date().collect(),
+            Some(_) => {
+                return Err(crate::Error::Internal("memory bounded before the gold step wrote".into()));
+            }
+            None => vec![],
+        };
+        let total: usize = ids.values().sum::<usize>() + daily.iter().map(|d| d.1).sum::<usize>();
+        let result = if total > self.budget {
+            let floor = super::state::floor_within(ids.into_iter().chain(daily), self.budget);
+            state.let_go_before(floor);
+            match held.as_mut() {
+                Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),
+                None => Ok(Some(floor)),
+            }
+        } else {
+            Ok(state.floor())
+        };
+        if let Some(h) = held {
+            self.keep_daily(h);
+        }
+        result
     }
 }
 
@@ -118,11 +150,12 @@ pub(crate) async fn dedup(
         let mut v = Vec::with_capacity(b.num_rows());
         for i in 0..b.num_rows() {
             let t = ts.is_valid(i).then(|| ts.value(i));
-            match state.check(ids.value(i), t) {
+            let date = dates.is_valid(i).then(|| dates.value(i));
+            match state.check(ids.value(i), t, date) {
                 Some(seen) => v.push(Some(!seen)),
                 None => {
                     v.push(None);
-                    ask.push((ids.value(i).to_string(), dates.is_valid(i).then(|| dates.value(i))));
+                    ask.push((ids.value(i).to_string(), date));
                 }
             }
         }
@@ -377,7 +410,10 @@ pub(crate) async fn downstream(
 async fn add_to_series(env: &Env<'_>, clean: &[RecordBatch]) -> Result<()> {
     let Held { mut series, changed } = match env.take_daily() {
         Some(held) => held,
-        None => Held { series: DailySeries::load(env.ctx, env.lake).await?, changed: Changed::default() },
+        None => Held {
+            series: DailySeries::load(env.ctx, env.lake, env.budget).await?,
+            changed: Changed::default(),
+        },
     };
     let added = add_events(env, &mut series, clean).await?;
     let changed = changed.union(added);
@@ -385,10 +421,14 @@ async fn add_to_series(env: &Env<'_>, clean: &[RecordBatch]) -> Result<()> {
     Ok(())
 }
 
-/// Adds silver rows to `series` (typing its features from them when it has none yet) and
-/// returns the rows they changed.
+/// Adds silver rows to `series` (typing its features from them when it has none yet, and
+/// reading back the old days they need that it let go) and returns the rows they changed.
 async fn add_events(env: &Env<'_>, series: &mut DailySeries, clean: &[RecordBatch]) -> Result<Changed> {
     let Some(events_schema) = clean.first().map(|b| b.schema()) else { return Ok(Changed::default()) };
+    let read = series.load_missing(env.ctx, env.lake, clean, &env.silver.anomaly).await?;
+    if read > 0 {
+        tracing::debug!(rows = read, "Old daily rows read back for late events.");
+    }
     let features = match series.features() {
         Some(f) => f,
         None => usage_daily::features_schema(env.ctx, events_schema).await?,
@@ -401,6 +441,7 @@ async fn add_events(env: &Env<'_>, series: &mut DailySeries, clean: &[RecordBatc
 /// daily rows written and the marts' figures. When the changed rows are a quarter of the table
 /// or more, the daily table and the event marts are rewritten whole from the series in memory
 /// (cheaper than reading most rows back to upsert them), otherwise the changed rows are upserted.
+/// Once the series let go of old days, they are always upserted.
 pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<GoldMetrics>)> {
     let Some(Held { mut series, changed }) = env.take_daily() else { return Ok((0, vec![])) };
     series.score(&env.silver.anomaly);
@@ -408,8 +449,8 @@ pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<Gold
     let written = if rows == 0 {
         (0, vec![])
     } else {
-        let whole = rows.saturating_mul(4) >= series.len();
-        (rows as u64, write_gold(env, txn, &series, (!whole).then_some(&changed), true).await?)
+        let whole = rows.saturating_mul(4) >= series.len() && series.floor().is_none();
+        (rows as u64, write_gold(env, txn, &series, &changed, whole, true).await?)
     };
     env.keep_daily(Held { series, changed: Changed::default() });
     Ok(written)
@@ -433,18 +474,19 @@ pub(crate) async fn catch_up_gold(
         .filter(|p| p.batch > daily_has)
         .map(|p| format!("'{}'", p.run_id.replace('\'', "''")))
         .collect();
-    let mut series = DailySeries::load(ctx, lake).await?;
+    let mut series = DailySeries::load(ctx, lake, env.budget).await?;
+    let mut changed = Changed::default();
     if !missing.is_empty() && lake.register_as(ctx, Layer::Silver, "usage_events", T).await? {
         let sql = format!("SELECT * FROM {T} WHERE ingest_run_id IN ({})", missing.join(", "));
         let rows = ctx.sql(&sql).await?.collect().await;
         let _ = ctx.deregister_table(T)?;
-        add_events(env, &mut series, &rows?).await?;
+        changed = add_events(env, &mut series, &rows?).await?;
         series.score(&env.silver.anomaly);
     }
     let gold = if series.is_empty() {
         vec![]
     } else {
-        write_gold(env, txn, &series, None, daily_has < txn.version).await?
+        write_gold(env, txn, &series, &changed, true, daily_has < txn.version).await?
     };
     let rows = if daily_has < txn.version { series.len() as u64 } else { 0 };
     env.keep_daily(Held { series, changed: Changed::default() });
@@ -452,41 +494,47 @@ pub(crate) async fn catch_up_gold(
 }
 
 /// Writes the daily table (when `daily`) and the event marts from `series`: the rows of
-/// `changed` upserted, or (None) everything rewritten; then `org_health`. Each commit records
-/// `txn`; a mart that already recorded it is left as it is.
+/// `changed` upserted, or (`whole`) everything rewritten; then `org_health`. Each commit records
+/// `txn`; a mart that already recorded it is left as it is. Once the series let go of old days,
+/// the daily table takes `changed` as an upsert even when `whole`, and whole marts are
+/// recomputed from the lake's daily table.
 async fn write_gold(
     env: &Env<'_>,
     txn: &Txn,
     series: &DailySeries,
-    changed: Option<&Changed>,
+    changed: &Changed,
+    whole: bool,
     daily: bool,
 ) -> Result<Vec<GoldMetrics>> {
     let (lake, ctx) = (env.lake, env.ctx);
     let mut lap = Lap::new();
-    let mut gold = match changed {
-        None => {
-            let all = series.to_batches()?;
-            let schema = all[0].schema();
-            register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
-            let write = async {
-                if daily {
-                    lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn).await?;
-                }
-                Ok::<(), crate::Error>(())
-            };
-            let marts = gold::rebuild_event_marts(ctx, lake, txn);
-            futures::future::try_join(write, marts).await?.1
-        }
-        Some(changed) => {
-            let affected = series.changed_batch(changed)?;
-            let write = async {
-                if daily {
-                    let keys = ["org_id", "usage_date", "service"];
-                    let rows = vec![affected.clone()];
-                    lake.merge_txn(ctx, Layer::Silver, "usage_daily", rows, &keys, Some(txn)).await?;
-                }
-                Ok::<(), crate::Error>(())
-            };
+    let mut gold = if whole && series.floor().is_none() {
+        let all = series.to_batches()?;
+        let schema = all[0].schema();
+        register_batches(ctx, "silver_usage_daily", schema.clone(), all.clone())?;
+        let write = async {
+            if daily {
+                lake.overwrite_txn(Layer::Silver, "usage_daily", all, schema, &[], txn).await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
+        let marts = gold::rebuild_event_marts(ctx, lake, txn);
+        futures::future::try_join(write, marts).await?.1
+    } else {
+        let affected = series.changed_batch(changed)?;
+        let write = async {
+            if daily && affected.num_rows() > 0 {
+                let keys = ["org_id", "usage_date", "service"];
+                let rows = vec![affected.clone()];
+                lake.merge_txn(ctx, Layer::Silver, "usage_daily", rows, &keys, Some(txn)).await?;
+            }
+            Ok::<(), crate::Error>(())
+        };
+        if whole {
+            write.await?;
+            lake.register(ctx, Layer::Silver, "usage_daily").await?;
+            gold::rebuild_event_marts(ctx, lake, txn).await?
+        } else {
             let marts = gold::merge_event_marts(ctx, lake, (affected.schema(), vec![affected.clone()]), txn);
             let gold = futures::future::try_join(write, marts).await?.1;
             lake.register(ctx, Layer::Silver, "usage_daily").await?;
@@ -498,7 +546,7 @@ async fn write_gold(
     // The whole table in memory is not needed once org_health is built.
     let _ = ctx.deregister_table("silver_usage_daily")?;
     lap.step("org_health");
-    tracing::debug!(steps = %lap, table = series.len(), whole = changed.is_none(), "Daily table and gold.");
+    tracing::debug!(steps = %lap, table = series.len(), whole, "Daily table and gold.");
     Ok(gold)
 }
 

@@ -72,6 +72,10 @@ pub struct StreamConfig {
     /// take several batches in one step, at least this often (`30s`, `2m`, ...); otherwise
     /// every batch has its own.
     pub gold_lag: String,
+    /// Megabytes the stream's state may hold in memory: the dedup hashes of event ids and the
+    /// daily series. Past it, the oldest event dates are let go after a gold step; an event of
+    /// such a date is then checked against bronze, and its daily series read back from the lake.
+    pub state_memory_mb: u64,
 }
 
 impl Default for StreamConfig {
@@ -84,6 +88,7 @@ impl Default for StreamConfig {
             kafka_timeout: "120s".into(),
             compact_every: 10,
             gold_lag: "30s".into(),
+            state_memory_mb: 2048,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct StreamSettings {
     pub compact_every: u64,
     /// Longest wait of the gold step while the stream is behind.
     pub gold_lag: Duration,
+    /// Bytes of state held in memory.
+    pub state_memory: usize,
 }
 
 impl Default for StreamSettings {
@@ -120,6 +127,9 @@ impl StreamConfig {
         if self.max_batch_events == 0 {
             return Err("[stream] max_batch_events must be at least 1".into());
         }
+        if self.state_memory_mb == 0 {
+            return Err("[stream] state_memory_mb must be at least 1".into());
+        }
         Ok(StreamSettings {
             trigger: d("trigger", &self.trigger)?,
             allowed_lateness: d("allowed_lateness", &self.allowed_lateness)?,
@@ -128,6 +138,7 @@ impl StreamConfig {
             kafka_timeout: d("kafka_timeout", &self.kafka_timeout)?,
             compact_every: self.compact_every,
             gold_lag: d("gold_lag", &self.gold_lag)?,
+            state_memory: usize::try_from(self.state_memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
         })
     }
 }
@@ -205,6 +216,9 @@ pub struct StreamReport {
     pub watermark: Option<String>,
     /// Allowed lateness, seconds.
     pub allowed_lateness_s: u64,
+    /// The first event date whose state is held in memory, once the memory budget let older
+    /// dates go (`YYYY-MM-DD`; their late events are checked against the lake).
+    pub held_from: Option<String>,
     /// Figures summed over the batches.
     pub totals: BatchMetrics,
     /// Wall time, milliseconds.
@@ -293,7 +307,13 @@ pub async fn run_locked(
     let cp = Checkpoint::open(lake, &name)?;
     let ctx = lake::session();
     register_masters(&ctx, lake).await?;
-    let env = Env { lake, ctx: &ctx, silver: &settings.silver, daily: Default::default() };
+    let env = Env {
+        lake,
+        ctx: &ctx,
+        silver: &settings.silver,
+        daily: Default::default(),
+        budget: cfg.state_memory,
+    };
 
     // Where the committed batches left off.
     let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
@@ -324,6 +344,7 @@ pub async fn run_locked(
         lake,
         cfg.allowed_lateness,
         last_plan.as_ref().and_then(|p| p.max_event_micros),
+        cfg.state_memory,
     )
     .await?;
     let mut report = StreamReport {
@@ -367,6 +388,7 @@ pub async fn run_locked(
         tracing::warn!(first, last, "Bringing gold up to date with batches a stop interrupted.");
         let (daily_rows, gold) = batch::catch_up_gold(&env, &Txn::batch(&app_id, last), &tail).await?;
         cp.mark_committed_range(first, last)?;
+        env.bound_memory(&mut state)?;
         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
     }
 
@@ -397,13 +419,19 @@ pub async fn run_locked(
     let mut gold_from: Option<i64> = None;
     let mut last_gold = Instant::now();
     // The gold step of batches `from..=upto`, then their commit markers: (daily rows, marts, ms).
-    let gold = async |from: i64, upto: i64| -> Result<(u64, Vec<crate::gold::GoldMetrics>, u64)> {
+    // With its state (within the memory budget once the step is written).
+    let gold = async |from: i64,
+                      upto: i64,
+                      state: &mut EventState|
+           -> Result<(u64, Vec<crate::gold::GoldMetrics>, u64)> {
         let started = Instant::now();
         let (daily_rows, gold) = batch::gold_step(&env, &Txn::batch(&app_id, upto)).await?;
         cp.mark_committed_range(from, upto)?;
+        let floor = env.bound_memory(state)?;
         let millis = started.elapsed().as_millis() as u64;
         if upto > from {
-            tracing::info!(batches = upto - from + 1, daily_rows, millis, "Gold step committed.");
+            let held_from = floor.map(|d| crate::serving::from_days(d).to_string());
+            tracing::info!(batches = upto - from + 1, daily_rows, millis, held_from, "Gold step committed.");
         }
         Ok((daily_rows, gold, millis))
     };
@@ -423,7 +451,7 @@ pub async fn run_locked(
                 };
                 if input.is_empty() {
                     if let Some(from) = gold_from.take() {
-                        let (daily_rows, gold, _) = gold(from, next - 1).await?;
+                        let (daily_rows, gold, _) = gold(from, next - 1, &mut state).await?;
                         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
                         last_gold = Instant::now();
                         continue;
@@ -524,7 +552,7 @@ pub async fn run_locked(
                 || (options.once && prefetched.is_some());
             if !behind || last_gold.elapsed() >= cfg.gold_lag {
                 gold_from = None;
-                (m.daily_rows, m.gold, gold_ms) = gold(from, next).await?;
+                (m.daily_rows, m.gold, gold_ms) = gold(from, next, &mut state).await?;
                 last_gold = Instant::now();
             }
         }
@@ -592,11 +620,12 @@ pub async fn run_locked(
         }
     }
     if let Some(from) = gold_from {
-        let (daily_rows, gold, _) = gold(from, next - 1).await?;
+        let (daily_rows, gold, _) = gold(from, next - 1, &mut state).await?;
         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
     }
     compaction.finish().await;
     report.watermark = batch::watermark_text(state.watermark());
+    report.held_from = state.floor().map(|d| crate::serving::from_days(d).to_string());
     report.millis = started.elapsed().as_millis() as u64;
     report.events_per_s = report.totals.bronze.read as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(report)

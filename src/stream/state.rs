@@ -7,21 +7,26 @@
 //!
 //! - the state holds the id of every bronze event whose time is at or after the watermark, so a
 //!   recent event is checked in memory;
-//! - it also holds a 64-bit hash of every id in bronze (8 bytes an event, about 70 MB for 4.3 M
-//!   events): a late event (or any event before the stream has a watermark) whose hash is not
-//!   there is new; one whose hash is there (a duplicate, or in about one case in 10^13 another id
-//!   with the same hash) is checked against bronze, reading only the date partitions of the
-//!   events being checked. A backfill of unordered events is nearly all late: it never reads
-//!   bronze back unless it holds duplicates.
+//! - it also holds a 64-bit hash of every id in bronze by event date (about 10 to 17 bytes an
+//!   event, 70 MB for 4.3 M events): a late event (or any event before the stream has a
+//!   watermark) whose hash is not there is new; one whose hash is there (a duplicate, or in about
+//!   one case in 10^13 another id with the same hash) is checked against bronze, reading only the
+//!   date partitions of the events being checked. A backfill of unordered events is nearly all
+//!   late: it never reads bronze back unless it holds duplicates.
+//! - the hashes are kept within the stream's memory budget: past it, the oldest dates are let go
+//!   ([`EventState::let_go_before`]), and an event of a date no longer held is checked against
+//!   bronze like a duplicate. A stream that runs for hours holds the recent dates, not every id.
 //!
 //! The state is not written anywhere: on start it is rebuilt from bronze (the rows at or after
 //! the watermark recorded with the last committed batch), so it is always the state that
 //! committed with bronze.
 
+use std::collections::BTreeMap;
+
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
 use datafusion::prelude::SessionContext;
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::Result;
 use crate::lake::{Lake, Layer};
@@ -30,6 +35,8 @@ use crate::lake::{Lake, Layer};
 pub const EVENT_TS: &str = "timestamp";
 /// Event id column.
 pub const EVENT_ID: &str = "event_id";
+/// Event date column (bronze's partition).
+pub const EVENT_DATE: &str = "event_date";
 
 /// Watermark and recent ids.
 #[derive(Debug, Clone)]
@@ -37,8 +44,72 @@ pub struct EventState {
     lateness_micros: i64,
     max_event_micros: Option<i64>,
     recent: HashMap<String, i64>,
-    /// [`id_hash`] of every event id in bronze.
-    seen: HashSet<u64>,
+    /// [`id_hash`] of the event ids in bronze, of the dates held.
+    seen: SeenIds,
+}
+
+/// The [`id_hash`] of bronze's event ids by event date (days since 1970), from a first date on.
+#[derive(Debug, Clone, Default)]
+struct SeenIds {
+    dated: BTreeMap<i32, HashSet<u64>>,
+    /// Events without a date (quarantined downstream: few).
+    undated: HashSet<u64>,
+    /// Dates before this one are not held: only bronze knows their ids.
+    floor: Option<i32>,
+}
+
+impl SeenIds {
+    fn holds(&self, date: Option<i32>) -> bool {
+        match (date, self.floor) {
+            (Some(d), Some(f)) => d >= f,
+            _ => true,
+        }
+    }
+
+    /// Whether an id's hash is known (`None` when its date is not held).
+    fn contains(&self, date: Option<i32>, hash: u64) -> Option<bool> {
+        if !self.holds(date) {
+            return None;
+        }
+        Some(match date {
+            Some(d) => self.dated.get(&d).is_some_and(|s| s.contains(&hash)),
+            None => self.undated.contains(&hash),
+        })
+    }
+
+    fn insert(&mut self, date: Option<i32>, hash: u64) {
+        match date {
+            Some(d) if self.holds(date) => {
+                self.dated.entry(d).or_default().insert(hash);
+            }
+            Some(_) => {}
+            None => {
+                self.undated.insert(hash);
+            }
+        }
+    }
+
+    /// Bytes held per date: a hash set spends about 9 bytes a slot (the hash and a control
+    /// byte) and keeps at least an eighth of its slots free.
+    fn bytes_by_date(&self) -> impl Iterator<Item = (i32, usize)> + '_ {
+        self.dated.iter().map(|(d, s)| (*d, set_bytes(s)))
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes_by_date().map(|(_, b)| b).sum::<usize>() + set_bytes(&self.undated)
+    }
+
+    fn let_go_before(&mut self, date: i32) {
+        if self.floor.is_some_and(|f| f >= date) {
+            return;
+        }
+        self.dated = self.dated.split_off(&date);
+        self.floor = Some(date);
+    }
+}
+
+fn set_bytes(s: &HashSet<u64>) -> usize {
+    s.capacity() * 9 * 8 / 7
 }
 
 /// The hash [`EventState`] keeps of an event id (XXH3, the same in every process).
@@ -53,30 +124,33 @@ impl EventState {
             lateness_micros: i64::try_from(lateness.as_micros()).unwrap_or(i64::MAX),
             max_event_micros: None,
             recent: HashMap::new(),
-            seen: HashSet::new(),
+            seen: SeenIds::default(),
         }
     }
 
     /// The state after the committed batches: `max_event_micros` from the last plan, the hashes
-    /// of bronze's ids and its recent ids (`bronze_usage_events` registered in `ctx`).
+    /// of bronze's ids (the newest dates that fit in `budget` bytes) and its recent ids
+    /// (`bronze_usage_events` registered in `ctx`).
     pub async fn restore(
         ctx: &SessionContext,
         lake: &Lake,
         lateness: std::time::Duration,
         max_event_micros: Option<i64>,
+        budget: usize,
     ) -> Result<Self> {
         let mut state = EventState::new(lateness);
         state.max_event_micros = max_event_micros;
         if !lake.register(ctx, Layer::Bronze, "usage_events").await? {
             return Ok(state);
         }
-        let mut ids =
-            ctx.sql(&format!("SELECT {EVENT_ID} FROM bronze_usage_events")).await?.execute_stream().await?;
+        let sql = format!("SELECT {EVENT_ID}, {EVENT_DATE} FROM bronze_usage_events");
+        let mut ids = ctx.sql(&sql).await?.execute_stream().await?;
         while let Some(b) = futures::StreamExt::next(&mut ids).await {
-            let b = b?;
-            let ids =
-                datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
-            state.seen.extend(ids.as_string::<i32>().iter().flatten().map(id_hash));
+            state.add_ids(&b?)?;
+            if state.seen.bytes() > budget {
+                let floor = floor_within(state.bytes_by_date(), budget);
+                state.let_go_before(floor);
+            }
         }
         let Some(wm) = state.watermark() else { return Ok(state) };
         let date = micros_date(wm);
@@ -128,17 +202,50 @@ impl EventState {
         self.recent.len()
     }
 
+    /// Bytes of id hashes held per event date (the recent ids are few: those of the allowed
+    /// lateness).
+    pub fn bytes_by_date(&self) -> BTreeMap<i32, usize> {
+        self.seen.bytes_by_date().collect()
+    }
+
+    /// Lets go of the hashes of dates before `date` (days since 1970): an event of such a date
+    /// is checked against bronze from now on.
+    pub fn let_go_before(&mut self, date: i32) {
+        self.seen.let_go_before(date);
+    }
+
+    /// The first date whose id hashes are held, once some were let go.
+    pub fn floor(&self) -> Option<i32> {
+        self.seen.floor
+    }
+
+    /// Adds the hashes of a batch's ids (columns `event_id` and `event_date`).
+    fn add_ids(&mut self, b: &RecordBatch) -> Result<()> {
+        let (Some(ids), Some(dates)) = (b.column_by_name(EVENT_ID), b.column_by_name(EVENT_DATE)) else {
+            return Ok(());
+        };
+        let ids = datafusion::arrow::compute::cast(ids, &datafusion::arrow::datatypes::DataType::Utf8)?;
+        let dates = dates.as_primitive::<Date32Type>();
+        for (id, d) in ids.as_string::<i32>().iter().zip(dates.iter()) {
+            if let Some(id) = id {
+                self.seen.insert(d, id_hash(id));
+            }
+        }
+        Ok(())
+    }
+
     /// True when no id is held.
     pub fn is_empty(&self) -> bool {
         self.recent.is_empty()
     }
 
-    /// Where an event must be checked: `Some(true)` seen (duplicate), `Some(false)` new, `None`
-    /// when only bronze can tell (late, no watermark yet, or no time, and its hash is known).
-    pub fn check(&self, id: &str, ts: Option<i64>) -> Option<bool> {
+    /// Where an event of `date` must be checked: `Some(true)` seen (duplicate), `Some(false)`
+    /// new, `None` when only bronze can tell (late, no watermark yet, or no time, and its hash is
+    /// known or its date no longer held).
+    pub fn check(&self, id: &str, ts: Option<i64>, date: Option<i32>) -> Option<bool> {
         match (self.watermark(), ts) {
             (Some(wm), Some(t)) if t >= wm => Some(self.recent.contains_key(id)),
-            _ if !self.seen.contains(&id_hash(id)) => Some(false),
+            _ if self.seen.contains(date, id_hash(id)) == Some(false) => Some(false),
             _ => None,
         }
     }
@@ -153,12 +260,12 @@ impl EventState {
             self.recent.retain(|_, t| *t >= wm);
         }
         for b in rows {
+            self.add_ids(b)?;
             let (Some(ids), Some(ts)) = (b.column_by_name(EVENT_ID), b.column_by_name(EVENT_TS)) else {
                 continue;
             };
             let ids = datafusion::arrow::compute::cast(ids, &datafusion::arrow::datatypes::DataType::Utf8)?;
             let ids = ids.as_string::<i32>();
-            self.seen.extend(ids.iter().flatten().map(id_hash));
             let Some(wm) = wm else { continue };
             let ts = ts.as_primitive::<TimestampMicrosecondType>();
             for (id, t) in ids.iter().zip(ts.iter()) {
@@ -173,6 +280,25 @@ impl EventState {
     }
 }
 
+/// The first date to hold so that the bytes of the dates from it on stay within `budget`: the
+/// newest dates are kept, and always the newest one.
+pub fn floor_within(bytes_by_date: impl IntoIterator<Item = (i32, usize)>, budget: usize) -> i32 {
+    let by_date: BTreeMap<i32, usize> = bytes_by_date.into_iter().fold(BTreeMap::new(), |mut m, (d, b)| {
+        *m.entry(d).or_default() += b;
+        m
+    });
+    let mut total = 0usize;
+    let mut floor = i32::MIN;
+    for (i, (d, b)) in by_date.iter().rev().enumerate() {
+        total += b;
+        if total > budget && i > 0 {
+            break;
+        }
+        floor = *d;
+    }
+    floor
+}
+
 /// The UTC date of an instant in microseconds, as `YYYY-MM-DD`.
 pub fn micros_date(micros: i64) -> String {
     chrono::DateTime::from_timestamp_micros(micros)
@@ -183,14 +309,18 @@ pub fn micros_date(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+    use datafusion::arrow::array::{Date32Array, StringArray, TimestampMicrosecondArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
     use std::sync::Arc;
 
+    const HOUR: i64 = 3_600_000_000;
+
+    /// Bronze rows of (id, time); the date is the time's.
     fn rows(events: &[(&str, i64)]) -> RecordBatch {
         let schema = Schema::new(vec![
             Field::new(EVENT_ID, DataType::Utf8, true),
             Field::new(EVENT_TS, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true),
+            Field::new(EVENT_DATE, DataType::Date32, true),
         ]);
         RecordBatch::try_new(
             Arc::new(schema),
@@ -200,6 +330,7 @@ mod tests {
                     TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.1))
                         .with_timezone("UTC"),
                 ),
+                Arc::new(Date32Array::from_iter_values(events.iter().map(|e| (e.1 / (24 * HOUR)) as i32))),
             ],
         )
         .unwrap()
@@ -207,27 +338,62 @@ mod tests {
 
     #[test]
     fn recent_ids_are_checked_in_memory_and_late_ones_go_to_bronze() {
-        let hour = 3_600_000_000i64;
         let mut s = EventState::new(std::time::Duration::from_secs(3600));
-        assert_eq!(s.check("a", Some(0)), Some(false), "no watermark yet, and an id never seen: new");
-        s.absorb(&[rows(&[("a", 10 * hour), ("b", 8 * hour), ("c", 9 * hour + 1)])], 100 * hour).unwrap();
-        assert_eq!(s.watermark(), Some(9 * hour));
-        assert_eq!(s.check("a", Some(10 * hour)), Some(true));
-        assert_eq!(s.check("c", Some(9 * hour + 1)), Some(true));
-        assert_eq!(s.check("z", Some(9 * hour)), Some(false), "on time and unseen: new");
-        assert_eq!(s.check("b", Some(8 * hour)), None, "late and its hash is known: bronze decides");
-        assert_eq!(s.check("y", Some(8 * hour)), Some(false), "late, but no id has its hash: new");
-        assert_eq!(s.check("a", None), None);
-        assert_eq!(s.check("x", None), Some(false));
+        assert_eq!(
+            s.check("a", Some(0), Some(0)),
+            Some(false),
+            "no watermark yet, and an id never seen: new"
+        );
+        s.absorb(&[rows(&[("a", 10 * HOUR), ("b", 8 * HOUR), ("c", 9 * HOUR + 1)])], 100 * HOUR).unwrap();
+        assert_eq!(s.watermark(), Some(9 * HOUR));
+        assert_eq!(s.check("a", Some(10 * HOUR), Some(0)), Some(true));
+        assert_eq!(s.check("c", Some(9 * HOUR + 1), Some(0)), Some(true));
+        assert_eq!(s.check("z", Some(9 * HOUR), Some(0)), Some(false), "on time and unseen: new");
+        assert_eq!(s.check("b", Some(8 * HOUR), Some(0)), None, "late and its hash is known: bronze decides");
+        assert_eq!(s.check("y", Some(8 * HOUR), Some(0)), Some(false), "late, but no id has its hash: new");
+        assert_eq!(s.check("a", None, Some(0)), None);
+        assert_eq!(s.check("x", None, Some(0)), Some(false));
         assert_eq!(s.len(), 2, "b is below the watermark and not kept");
         // A far-future time (silver rejects it) does not move the watermark.
-        assert_eq!(s.max_event_micros_after(&[rows(&[("f", 1000 * hour)])], 100 * hour), Some(10 * hour));
-        assert_eq!(s.max_event_micros_after(&[rows(&[("g", 12 * hour)])], 100 * hour), Some(12 * hour));
+        assert_eq!(s.max_event_micros_after(&[rows(&[("f", 1000 * HOUR)])], 100 * HOUR), Some(10 * HOUR));
+        assert_eq!(s.max_event_micros_after(&[rows(&[("g", 12 * HOUR)])], 100 * HOUR), Some(12 * HOUR));
         assert_eq!(EventState::new(std::time::Duration::ZERO).max_event_micros_after(&[], 0), None);
-        s.absorb(&[rows(&[("f", 1000 * hour)])], 100 * hour).unwrap();
-        assert_eq!(s.watermark(), Some(9 * hour));
-        s.absorb(&[rows(&[("d", 20 * hour)])], 100 * hour).unwrap();
-        assert_eq!(s.watermark(), Some(19 * hour));
+        s.absorb(&[rows(&[("f", 1000 * HOUR)])], 100 * HOUR).unwrap();
+        assert_eq!(s.watermark(), Some(9 * HOUR));
+        s.absorb(&[rows(&[("d", 20 * HOUR)])], 100 * HOUR).unwrap();
+        assert_eq!(s.watermark(), Some(19 * HOUR));
         assert_eq!(s.len(), 2, "the watermark moved past a and c: d and the far-future f remain");
+    }
+
+    #[test]
+    fn past_the_budget_the_oldest_dates_are_let_go_and_their_events_go_to_bronze() {
+        let day = 24 * HOUR;
+        let mut s = EventState::new(std::time::Duration::from_secs(3600));
+        let ids: Vec<(String, i64)> =
+            (0..3000).map(|i| (format!("e{i}"), (i % 3) as i64 * day + (i as i64 % 7) * HOUR)).collect();
+        let refs: Vec<(&str, i64)> = ids.iter().map(|(i, t)| (i.as_str(), *t)).collect();
+        s.absorb(&[rows(&refs)], 100 * day).unwrap();
+        let bytes = s.bytes_by_date();
+        assert_eq!(bytes.keys().copied().collect::<Vec<_>>(), vec![0, 1, 2]);
+        // Days 0, 1, 2 hold about the same: a budget of two keeps days 1 and 2.
+        let two = bytes[&1] + bytes[&2];
+        assert_eq!(floor_within(bytes.clone(), two), 1);
+        assert_eq!(floor_within(bytes.clone(), usize::MAX), 0);
+        assert_eq!(floor_within(bytes.clone(), 0), 2, "the newest date is always kept");
+        assert_eq!(floor_within(Vec::new(), 0), i32::MIN);
+        // Late (before the watermark, 2 days + 5 h) and day 0 let go: bronze decides.
+        assert_eq!(s.check("e0", Some(0), Some(0)), None);
+        assert_eq!(s.check("new", Some(0), Some(0)), Some(false));
+        s.let_go_before(1);
+        assert_eq!(s.floor(), Some(1));
+        assert_eq!(s.check("new", Some(0), Some(0)), None, "day 0 is no longer held");
+        assert_eq!(s.check("new", Some(day), Some(1)), Some(false));
+        assert_eq!(s.check("e1", Some(day), Some(1)), None, "e1 is of day 1, held, and seen");
+        assert_eq!(s.check("undated", None, None), Some(false));
+        assert!(s.bytes_by_date().keys().all(|d| *d >= 1));
+        // A later batch of day 0 adds nothing to the state; a lower floor changes nothing.
+        s.absorb(&[rows(&[("z", 3 * HOUR)])], 100 * day).unwrap();
+        s.let_go_before(0);
+        assert_eq!((s.floor(), s.bytes_by_date().contains_key(&0)), (Some(1), false));
     }
 }

@@ -165,6 +165,48 @@ async fn a_backfill_left_in_bronze_is_rebuilt_by_the_next_stream_or_run() {
     assert_same_text(&dump_silver(&lake).await, &dump_silver(&reference).await);
 }
 
+#[tokio::test]
+async fn a_stream_within_a_small_memory_budget_lets_old_days_go_and_equals_a_batch_run() {
+    // 240 days of events in time order (a live feed, some events late), then 300 of the first
+    // days' events delivered again: by then those days are held only in the lake.
+    let root = tempfile::tempdir().unwrap();
+    let landing = root.path().join("landing");
+    let period = cloudlake::generate::Period { days: 240, in_order: true };
+    cloudlake::generate::generate_over(1, &landing, 5, period).unwrap();
+    let ev = landing.join("usage_events_stream");
+    let first = std::fs::read_to_string(ev.join("events_part_0000.jsonl")).unwrap();
+    let again: String = first.lines().take(300).map(|l| format!("{l}\n")).collect();
+    let aside = root.path().join("aside");
+    std::fs::rename(&ev, &aside).unwrap();
+    std::fs::create_dir_all(&ev).unwrap();
+    let lake = root.path().join("lake");
+    run(&landing, &lake).await.unwrap();
+    std::fs::remove_dir(&ev).unwrap();
+    std::fs::rename(&aside, &ev).unwrap();
+    std::fs::write(ev.join("events_part_9999_again.jsonl"), again).unwrap();
+
+    let mut s = settings(&landing, &lake, 4 * 1024 * 1024);
+    s.stream.state_memory = 1 << 20;
+    let r = stream_once(&s, &StreamSource::Files).await;
+    let t = &r.totals;
+    assert!(r.batches >= 8, "{r:?}");
+    assert_eq!((t.bronze.read, t.bronze.written, t.bronze.duplicates), (173_100, 172_800, 300));
+    // About 1 MB holds a few weeks of ids and daily rows: the first months were let go.
+    let held_from = r.held_from.clone().expect("old dates were let go");
+    assert!(held_from.as_str() > "2025-12-01" && held_from.as_str() < "2026-02-28", "{held_from}");
+    assert!(t.late_events > 300, "{t:?}");
+
+    // The same tables as one batch run over the same files.
+    let reference = root.path().join("reference");
+    run(&landing, &reference).await.unwrap();
+    assert_same_text(&dump_gold(&lake).await, &dump_gold(&reference).await);
+    let daily = "SELECT * FROM silver_usage_daily ORDER BY org_id, usage_date, service";
+    assert_same_text(&sql_text(&lake, daily).await, &sql_text(&reference, daily).await);
+    let events =
+        "SELECT count(*), count(DISTINCT event_id), CAST(sum(cost_usd) AS VARCHAR) FROM silver_usage_events";
+    assert_same_text(&sql_text(&lake, events).await, &sql_text(&reference, events).await);
+}
+
 fn event(id: &str, ts: &str, cost: &str) -> String {
     format!(
         "{{\"event_id\": \"{id}\", \"timestamp\": {ts}, \"org_id\": \"org_cvs4f8cg\", \"resource_id\": \"res_i8kcmm7d\", \

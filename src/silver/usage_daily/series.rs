@@ -12,7 +12,10 @@
 //! a span rescored once after several batches gets the scores it would after each (a day whose
 //! trailing window holds a changed day is itself in that day's span).
 //!
-//! Memory follows the daily table (one entry per (org, date, service)), not the events.
+//! Memory follows the daily table (one entry per (org, date, service)), not the events; a stream
+//! that runs for long lets go of its oldest days once they are written
+//! ([`DailySeries::let_go_before`]) and reads a series' old days back from the lake when a late
+//! event needs them ([`DailySeries::load_missing`]).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -119,6 +122,11 @@ pub struct Changed {
 }
 
 impl Changed {
+    /// Whether no row changed.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// The rows changed by `self` or by `other` (batches whose gold step was deferred to one
     /// commit): per series, one span from the first day either names to the last.
     pub fn union(mut self, other: Changed) -> Changed {
@@ -148,43 +156,66 @@ pub struct DailySeries {
     features: Option<SchemaRef>,
     /// The spans applied since the last [`DailySeries::score`]: their scores are stale.
     unscored: Changed,
+    /// Days before this one are in the lake only (let go to bound memory)...
+    floor: Option<i32>,
+    /// ...except for these series, held from the given day (read back for late events).
+    below: HashMap<Key, i32>,
+    /// Rows held per date.
+    per_date: BTreeMap<Option<i32>, usize>,
 }
+
+/// About what a held row costs: the day, its date key and the B-tree's share around them.
+pub const ROW_BYTES: usize = std::mem::size_of::<(Option<i32>, Day)>() * 3 / 2;
 
 impl DailySeries {
     /// The rows of `silver_usage_daily` in the lake (none when it does not exist yet), with its
-    /// feature columns as stored, so they can be written back before any batch is applied.
-    pub async fn load(ctx: &SessionContext, lake: &Lake) -> Result<Self> {
+    /// feature columns as stored, so they can be written back before any batch is applied. Past
+    /// `budget` bytes, the oldest days are let go as the rows stream in.
+    pub async fn load(ctx: &SessionContext, lake: &Lake, budget: usize) -> Result<Self> {
         const T: &str = "__usage_daily_series_load";
         let mut out = DailySeries::default();
         if !lake.register_as(ctx, Layer::Silver, "usage_daily", T).await? {
             return Ok(out);
         }
-        let read = async {
-            let df = ctx.sql(&format!("SELECT * FROM {T}")).await?;
-            let scores: HashSet<String> =
-                score_columns(&[])?.into_iter().map(|(f, _)| f.name().clone()).collect();
-            let stored = df.schema().as_arrow().fields().clone();
-            let features: Vec<_> = stored.iter().filter(|f| !scores.contains(f.name())).cloned().collect();
-            Ok::<_, Error>((Arc::new(Schema::new(features)), df.collect().await?))
-        }
-        .await;
+        let read = out.read_all(ctx, T, budget).await;
         let _ = ctx.deregister_table(T)?;
-        let (features, rows) = read?;
-        out.features = Some(features);
-        for b in rows {
+        read?;
+        Ok(out)
+    }
+
+    async fn read_all(&mut self, ctx: &SessionContext, table: &str, budget: usize) -> Result<()> {
+        let df = ctx.sql(&format!("SELECT * FROM {table}")).await?;
+        let scores: HashSet<String> =
+            score_columns(&[])?.into_iter().map(|(f, _)| f.name().clone()).collect();
+        let stored = df.schema().as_arrow().fields().clone();
+        let features: Vec<_> = stored.iter().filter(|f| !scores.contains(f.name())).cloned().collect();
+        self.features = Some(Arc::new(Schema::new(features)));
+        let mut rows = df.execute_stream().await?;
+        while let Some(b) = futures::StreamExt::next(&mut rows).await {
+            let b = b?;
             let columns = Columns::of(&b)?;
             let scores = ScoreColumns::of(&b)?;
             for i in 0..b.num_rows() {
                 let k = &columns.keys;
+                if let (Some(f), Some(d)) = (self.floor, k.date(i))
+                    && d < f
+                {
+                    continue;
+                }
                 let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
                 let mut day = columns.sums(i)?;
                 day.score = scores.row(i);
-                if out.series.entry(key).or_default().insert(k.date(i), day).is_none() {
-                    out.rows += 1;
+                if self.series.entry(key).or_default().insert(k.date(i), day).is_none() {
+                    self.rows += 1;
+                    *self.per_date.entry(k.date(i)).or_default() += 1;
                 }
             }
+            if self.rows * ROW_BYTES > budget {
+                let floor = crate::stream::state::floor_within(self.bytes_by_date(), budget);
+                self.let_go_before(floor)?;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The schema of the feature query's rows, once a batch was applied or the series loaded.
@@ -227,6 +258,118 @@ impl DailySeries {
         self.absorb(&columns, cfg)
     }
 
+    /// Bytes held per date (about: [`ROW_BYTES`] a row).
+    pub fn bytes_by_date(&self) -> impl Iterator<Item = (i32, usize)> + '_ {
+        self.per_date.iter().filter_map(|(d, n)| d.map(|d| (d, n * ROW_BYTES)))
+    }
+
+    /// The first date held in memory for every series, once older ones were let go.
+    pub fn floor(&self) -> Option<i32> {
+        self.floor
+    }
+
+    /// Lets go of the days before `date` (days since 1970), which must all be written to the
+    /// lake: a later batch that needs them reads them back ([`DailySeries::load_missing`]).
+    pub fn let_go_before(&mut self, date: i32) -> Result<()> {
+        if !self.unscored.spans.is_empty() {
+            return Err(Error::Internal("daily days let go before their changes were scored".into()));
+        }
+        let floor = self.floor.map_or(date, |f| f.max(date));
+        for days in self.series.values_mut() {
+            let undated = days.remove(&None);
+            let kept = days.split_off(&Some(floor));
+            *days = kept;
+            if let Some(u) = undated {
+                days.insert(None, u);
+            }
+        }
+        self.series.retain(|_, days| !days.is_empty());
+        let kept = self.per_date.split_off(&Some(floor));
+        let undated = self.per_date.remove(&None);
+        self.per_date = kept;
+        if let Some(u) = undated {
+            self.per_date.insert(None, u);
+        }
+        self.rows = self.per_date.values().sum();
+        self.floor = Some(floor);
+        self.below.clear();
+        Ok(())
+    }
+
+    /// Reads back from the lake's daily table the days of the series that new silver events
+    /// `clean` touch before the floor: from `window_days` before the earliest touched day, so
+    /// its rescoring sees a whole baseline. Returns the rows read.
+    pub async fn load_missing(
+        &mut self,
+        ctx: &SessionContext,
+        lake: &Lake,
+        clean: &[RecordBatch],
+        cfg: &AnomalyConfig,
+    ) -> Result<usize> {
+        const T: &str = "__usage_daily_series_missing";
+        let Some(floor) = self.floor else { return Ok(0) };
+        // Per series, the first day a batch row needs held, when it is not.
+        let mut need: HashMap<Key, (i32, i32)> = HashMap::new();
+        for c in EventColumns::of_all(clean)? {
+            let k = c.keys();
+            for i in 0..k.len() {
+                let (Some(org), Some(d)) = (k.org(i), k.date(i)) else { continue };
+                let from = d.saturating_sub(cfg.window_days);
+                if from >= floor {
+                    continue;
+                }
+                let key: Key = (Some(org.to_string()), k.service(i).map(str::to_string));
+                let held = self.below.get(&key).copied().unwrap_or(floor);
+                if from < held {
+                    let e = need.entry(key).or_insert((from, held));
+                    e.0 = e.0.min(from);
+                }
+            }
+        }
+        if need.is_empty() {
+            return Ok(0);
+        }
+        let lo = need.values().map(|r| r.0).min().unwrap_or(floor);
+        let hi = need.values().map(|r| r.1).max().unwrap_or(floor);
+        let orgs: std::collections::BTreeSet<&str> = need.keys().filter_map(|k| k.0.as_deref()).collect();
+        let list: Vec<String> = orgs.iter().map(|o| format!("'{}'", o.replace('\'', "''"))).collect();
+        let sql = format!(
+            "SELECT * FROM {T} WHERE usage_date >= DATE '{}' AND usage_date < DATE '{}' AND org_id IN ({})",
+            crate::serving::from_days(lo),
+            crate::serving::from_days(hi),
+            list.join(", ")
+        );
+        if !lake.register_as(ctx, Layer::Silver, "usage_daily", T).await? {
+            return Err(Error::Internal("daily days were let go but the daily table is gone".into()));
+        }
+        let rows = async { ctx.sql(&sql).await?.collect().await }.await;
+        let _ = ctx.deregister_table(T)?;
+        let mut read = 0;
+        for b in rows? {
+            let columns = Columns::of(&b)?;
+            let scores = ScoreColumns::of(&b)?;
+            for i in 0..b.num_rows() {
+                let k = &columns.keys;
+                let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
+                let (Some(&(from, held)), Some(d)) = (need.get(&key), k.date(i)) else { continue };
+                if d < from || d >= held {
+                    continue;
+                }
+                let mut day = columns.sums(i)?;
+                day.score = scores.row(i);
+                if self.series.entry(key).or_default().insert(Some(d), day).is_none() {
+                    self.rows += 1;
+                    *self.per_date.entry(Some(d)).or_default() += 1;
+                    read += 1;
+                }
+            }
+        }
+        for (key, (from, _)) in need {
+            self.below.insert(key, from);
+        }
+        Ok(read)
+    }
+
     /// Rows in the spans of `changed` (the daily rows its gold step writes).
     pub fn rows_in(&self, changed: &Changed) -> usize {
         let rows = changed.spans.iter().filter_map(|(key, &(lo, to))| {
@@ -246,6 +389,7 @@ impl DailySeries {
                 let Some(d) = c.keys().date(i) else { continue };
                 let day = days.entry(Some(d)).or_insert_with(|| {
                     self.rows += 1;
+                    *self.per_date.entry(Some(d)).or_default() += 1;
                     Day::default()
                 });
                 day.add(&c.sums(i)?)?;

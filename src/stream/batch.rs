@@ -100,30 +100,24 @@ impl Env<'_> {
     /// step wrote every change: past it, both let go of the same oldest dates (the newest kept).
     /// Returns the first date still held, when some were let go.
     pub fn bound_memory(&self, state: &mut EventState) -> Result<Option<i32>> {
-        let mut held = self.take_daily();
-        let ids = state.bytes_by_date();
-        let daily: Vec<(i32, usize)> = match &held {
-            Some(h) if h.changed.is_empty() => h.series.bytes_by_date().collect(),
-            Some(_) => {
-                return Err(crate::Error::Internal("memory bounded before the gold step wrote".into()));
-            }
-            None => vec![],
-        };
-        let total: usize = ids.values().sum::<usize>() + daily.iter().map(|d| d.1).sum::<usize>();
-        let result = if total > self.budget {
-            let floor = super::state::floor_within(ids.into_iter().chain(daily), self.budget);
-            state.let_go_before(floor);
-            match held.as_mut() {
-                Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),
-                None => Ok(Some(floor)),
-            }
-        } else {
-            Ok(state.floor())
-        };
-        if let Some(h) = held {
-            self.keep_daily(h);
+        let mut guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());
+        let held = &mut *guard;
+        if held.as_ref().is_some_and(|h| !h.changed.is_empty()) {
+            return Err(crate::Error::Internal("memory bounded before the gold step wrote".into()));
         }
-        result
+        let ids = state.bytes_by_date();
+        let daily: Vec<(i32, usize)> =
+            held.as_ref().map(|h| h.series.bytes_by_date().collect()).unwrap_or_default();
+        let total: usize = ids.values().sum::<usize>() + daily.iter().map(|d| d.1).sum::<usize>();
+        if total <= self.budget {
+            return Ok(state.floor());
+        }
+        let floor = super::state::floor_within(ids.into_iter().chain(daily), self.budget);
+        state.let_go_before(floor);
+        match held.as_mut() {
+            Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),
+            None => Ok(Some(floor)),
+        }
     }
 }
 

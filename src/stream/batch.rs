@@ -112,7 +112,7 @@ impl Env<'_> {
         if total <= self.budget {
             return Ok(state.floor());
         }
-        let floor = super::state::floor_within(ids.into_iter().chain(daily), self.budget);
+        let floor = usage_daily::floor_within(ids.into_iter().chain(daily), self.budget);
         state.let_go_before(floor);
         match held.as_mut() {
             Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),

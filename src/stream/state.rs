@@ -30,6 +30,7 @@ use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::Result;
 use crate::lake::{Lake, Layer};
+use crate::silver::usage_daily::floor_within;
 
 /// Event time column of bronze usage events.
 pub const EVENT_TS: &str = "timestamp";
@@ -278,25 +279,6 @@ impl EventState {
         }
         Ok(())
     }
-}
-
-/// The first date to hold so that the bytes of the dates from it on stay within `budget`: the
-/// newest dates are kept, and always the newest one.
-pub fn floor_within(bytes_by_date: impl IntoIterator<Item = (i32, usize)>, budget: usize) -> i32 {
-    let by_date: BTreeMap<i32, usize> = bytes_by_date.into_iter().fold(BTreeMap::new(), |mut m, (d, b)| {
-        *m.entry(d).or_default() += b;
-        m
-    });
-    let mut total = 0usize;
-    let mut floor = i32::MIN;
-    for (i, (d, b)) in by_date.iter().rev().enumerate() {
-        total += b;
-        if total > budget && i > 0 {
-            break;
-        }
-        floor = *d;
-    }
-    floor
 }
 
 /// The UTC date of an instant in microseconds, as `YYYY-MM-DD`.

@@ -26,7 +26,7 @@ use crate::Result;
 use crate::bronze::MONEY_SCALE;
 
 mod series;
-pub use series::{Changed, DailySeries};
+pub use series::{Changed, DailySeries, floor_within};
 
 /// The daily feature query over `relation` (silver usage events, or a subset of them).
 pub fn features_sql(relation: &str) -> String {

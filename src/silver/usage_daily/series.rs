@@ -151,7 +151,6 @@ impl Changed {
 #[derive(Debug, Default)]
 pub struct DailySeries {
     series: BTreeMap<Key, Days>,
-    rows: usize,
     /// The feature columns as the feature query types them (set by the first batch applied).
     features: Option<SchemaRef>,
     /// The spans applied since the last [`DailySeries::score`]: their scores are stale.
@@ -160,12 +159,12 @@ pub struct DailySeries {
     floor: Option<i32>,
     /// ...except for these series, held from the given day (read back for late events).
     below: HashMap<Key, i32>,
-    /// Rows held per date.
+    /// Rows held per date (their sum is the rows held).
     per_date: BTreeMap<Option<i32>, usize>,
 }
 
 /// About what a held row costs: the day, its date key and the B-tree's share around them.
-pub const ROW_BYTES: usize = std::mem::size_of::<(Option<i32>, Day)>() * 3 / 2;
+const ROW_BYTES: usize = std::mem::size_of::<(Option<i32>, Day)>() * 3 / 2;
 
 impl DailySeries {
     /// The rows of `silver_usage_daily` in the lake (none when it does not exist yet), with its
@@ -203,15 +202,10 @@ impl DailySeries {
                     continue;
                 }
                 let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
-                let mut day = columns.sums(i)?;
-                day.score = scores.row(i);
-                if self.series.entry(key).or_default().insert(k.date(i), day).is_none() {
-                    self.rows += 1;
-                    *self.per_date.entry(k.date(i)).or_default() += 1;
-                }
+                self.insert_stored(key, k.date(i), &columns, &scores, i)?;
             }
-            if self.rows * ROW_BYTES > budget {
-                let floor = crate::stream::state::floor_within(self.bytes_by_date(), budget);
+            if self.len() * ROW_BYTES > budget {
+                let floor = floor_within(self.bytes_by_date(), budget);
                 self.let_go_before(floor)?;
             }
         }
@@ -223,14 +217,33 @@ impl DailySeries {
         self.features.clone()
     }
 
-    /// Rows held (the daily table's size).
+    /// Rows held (the daily table's size, once nothing was let go).
     pub fn len(&self) -> usize {
-        self.rows
+        self.per_date.values().sum()
     }
 
     /// Whether no row is held.
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.per_date.is_empty()
+    }
+
+    /// Inserts row `i` of rows read from the table (features and scores); true when the day was
+    /// not held.
+    fn insert_stored(
+        &mut self,
+        key: Key,
+        date: Option<i32>,
+        columns: &Columns,
+        scores: &ScoreColumns,
+        i: usize,
+    ) -> Result<bool> {
+        let mut day = columns.sums(i)?;
+        day.score = scores.row(i);
+        let new = self.series.entry(key).or_default().insert(date, day).is_none();
+        if new {
+            *self.per_date.entry(date).or_default() += 1;
+        }
+        Ok(new)
     }
 
     /// Adds a micro-batch's daily sums (rows of [`super::features_sql`]) to the touched series,
@@ -290,7 +303,6 @@ impl DailySeries {
         if let Some(u) = undated {
             self.per_date.insert(None, u);
         }
-        self.rows = self.per_date.values().sum();
         self.floor = Some(floor);
         self.below.clear();
         Ok(())
@@ -310,8 +322,8 @@ impl DailySeries {
         let Some(floor) = self.floor else { return Ok(0) };
         // Per series, the first day a batch row needs held, when it is not.
         let mut need: HashMap<Key, (i32, i32)> = HashMap::new();
-        for c in EventColumns::of_all(clean)? {
-            let k = c.keys();
+        for b in clean {
+            let k = Keys::of(b)?;
             for i in 0..k.len() {
                 let (Some(org), Some(d)) = (k.org(i), k.date(i)) else { continue };
                 let from = d.saturating_sub(cfg.window_days);
@@ -352,14 +364,7 @@ impl DailySeries {
                 let k = &columns.keys;
                 let key = (k.org(i).map(str::to_string), k.service(i).map(str::to_string));
                 let (Some(&(from, held)), Some(d)) = (need.get(&key), k.date(i)) else { continue };
-                if d < from || d >= held {
-                    continue;
-                }
-                let mut day = columns.sums(i)?;
-                day.score = scores.row(i);
-                if self.series.entry(key).or_default().insert(Some(d), day).is_none() {
-                    self.rows += 1;
-                    *self.per_date.entry(Some(d)).or_default() += 1;
+                if (from..held).contains(&d) && self.insert_stored(key, Some(d), &columns, &scores, i)? {
                     read += 1;
                 }
             }
@@ -388,7 +393,6 @@ impl DailySeries {
                 let c = &columns[b];
                 let Some(d) = c.keys().date(i) else { continue };
                 let day = days.entry(Some(d)).or_insert_with(|| {
-                    self.rows += 1;
                     *self.per_date.entry(Some(d)).or_default() += 1;
                     Day::default()
                 });
@@ -517,6 +521,25 @@ impl DailySeries {
         }
         Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
     }
+}
+
+/// The first date to hold so that the bytes of the dates from it on stay within `budget`: the
+/// newest dates are kept, and always the newest one.
+pub fn floor_within(bytes_by_date: impl IntoIterator<Item = (i32, usize)>, budget: usize) -> i32 {
+    let by_date: BTreeMap<i32, usize> = bytes_by_date.into_iter().fold(BTreeMap::new(), |mut m, (d, b)| {
+        *m.entry(d).or_default() += b;
+        m
+    });
+    let mut total = 0usize;
+    let mut floor = i32::MIN;
+    for (i, (d, b)) in by_date.iter().rev().enumerate() {
+        total += b;
+        if total > budget && i > 0 {
+            break;
+        }
+        floor = *d;
+    }
+    floor
 }
 
 /// The rows of `columns` by series, as (batch, row) positions; a row without an org or a date

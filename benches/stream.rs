@@ -12,7 +12,10 @@
 //!    `cloudlake produce` into a fresh topic, then `cloudlake stream --kafka --once`: events/s of
 //!    the whole catch-up, and its resident memory sampled every 250 ms (peak and per quarter, to
 //!    show it stays flat). The broker is `CLOUDLAKE_BENCH_KAFKA`, else one started with
-//!    `scripts/kafka.sh` in a temporary folder.
+//!    `scripts/kafka.sh` in a temporary folder. `CLOUDLAKE_BENCH_DAYS=N` makes it a live feed
+//!    instead: `generate --days N --in-order` (events in time order over N days, a few late,
+//!    some very late), run for minutes at larger N; `CLOUDLAKE_BENCH_STATE_MB` sets the stream's
+//!    `[stream] state_memory_mb`. `CLOUDLAKE_BENCH_DELIVERIES=0` skips the freshness part.
 //!
 //! Prints one table and writes `$CARGO_TARGET_DIR/bench/stream.json`.
 
@@ -201,7 +204,14 @@ struct Throughput {
     rss_quarters: Vec<u64>,
 }
 
-fn kafka_throughput(scratch: &Path, scale: u32) -> Throughput {
+/// How the Kafka part shapes its data and state: `generate --days N --in-order` when `days`,
+/// and `[stream] state_memory_mb` when `state_mb`.
+struct Feed {
+    days: Option<u32>,
+    state_mb: Option<u64>,
+}
+
+fn kafka_throughput(scratch: &Path, scale: u32, feed: &Feed) -> Throughput {
     let (_broker, brokers) = match std::env::var("CLOUDLAKE_BENCH_KAFKA") {
         Ok(b) => (None, b),
         Err(_) => {
@@ -218,7 +228,15 @@ fn kafka_throughput(scratch: &Path, scale: u32) -> Throughput {
         }
     };
     let data = scratch.join("generated");
-    ok(&mut cloudlake(&["generate", "--scale", &scale.to_string(), "--out", data.to_str().unwrap()]));
+    let mut generate =
+        cloudlake(&["generate", "--scale", &scale.to_string(), "--out", data.to_str().unwrap()]);
+    if let Some(days) = feed.days {
+        generate.args(["--days", &days.to_string(), "--in-order"]);
+    }
+    ok(&mut generate);
+    let config = scratch.join("stream.toml");
+    let state = feed.state_mb.map(|mb| format!("[stream]\nstate_memory_mb = {mb}\n")).unwrap_or_default();
+    std::fs::write(&config, state).expect("config");
     let lake = scratch.join("kafka_lake");
     // Masters from the generated data, events from Kafka only.
     let masters = scratch.join("generated_masters");
@@ -247,6 +265,8 @@ fn kafka_throughput(scratch: &Path, scale: u32) -> Throughput {
     let mut child =
         cloudlake(&["stream", "--once", "-q", "--json", "--kafka", &brokers, "--topic", &topic, "--lake"])
             .arg(&lake)
+            .arg("--config")
+            .arg(&config)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -276,10 +296,15 @@ fn main() {
     let deliveries: usize =
         std::env::var("CLOUDLAKE_BENCH_DELIVERIES").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     let scale: u32 = std::env::var("CLOUDLAKE_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let env = |name: &str| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    let feed = Feed {
+        days: env("CLOUDLAKE_BENCH_DAYS").map(|d| d as u32),
+        state_mb: env("CLOUDLAKE_BENCH_STATE_MB"),
+    };
     let scratch = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let latencies = rt.block_on(freshness(scratch.path(), deliveries));
-    let t = kafka_throughput(scratch.path(), scale);
+    let latencies = if deliveries > 0 { rt.block_on(freshness(scratch.path(), deliveries)) } else { vec![] };
+    let t = kafka_throughput(scratch.path(), scale, &feed);
     let mb = |b: u64| b as f64 / 1024.0 / 1024.0;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let eps = t.events as f64 / t.wall.as_secs_f64();
@@ -288,13 +313,20 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!("| measure | value |\n|---|---|");
-    println!(
-        "| freshness, file -> silver + gold (500 ms trigger, {} deliveries) | p50 {:.0} ms, max {:.0} ms |",
-        latencies.len(),
-        ms(percentile(&latencies, 0.5)),
-        ms(percentile(&latencies, 1.0))
-    );
-    println!("| Kafka: events (scale {scale}) | {} |", t.events);
+    if !latencies.is_empty() {
+        println!(
+            "| freshness, file -> silver + gold (500 ms trigger, {} deliveries) | p50 {:.0} ms, max {:.0} ms |",
+            latencies.len(),
+            ms(percentile(&latencies, 0.5)),
+            ms(percentile(&latencies, 1.0))
+        );
+    }
+    let shape = match feed.days {
+        Some(days) => format!("scale {scale}, a live feed of {days} days"),
+        None => format!("scale {scale}"),
+    };
+    let state = feed.state_mb.map(|mb| format!(", state_memory_mb {mb}")).unwrap_or_default();
+    println!("| Kafka: events ({shape}{state}) | {} |", t.events);
     println!(
         "| Kafka: produce | {:.1} s ({:.0} msg/s) |",
         t.produce.as_secs_f64(),
@@ -312,7 +344,7 @@ fn main() {
     );
     let json = serde_json::json!({
         "freshness_ms": latencies.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
-        "kafka": { "scale": scale, "events": t.events, "produce_s": t.produce.as_secs_f64(),
+        "kafka": { "scale": scale, "days": feed.days, "state_memory_mb": feed.state_mb, "events": t.events, "produce_s": t.produce.as_secs_f64(),
                    "stream_s": t.wall.as_secs_f64(), "events_per_s": eps,
                    "peak_rss_mb": mb(t.peak_rss), "rss_quarters_mb": t.rss_quarters.iter().map(|r| mb(*r)).collect::<Vec<_>>() },
     });

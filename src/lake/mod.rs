@@ -12,6 +12,7 @@
 //! ([`Lake::append_new_rows`]), which makes re-runs and replays idempotent.
 
 pub mod maintain;
+pub mod upsert;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -430,6 +431,10 @@ impl Lake {
 
     /// [`Lake::merge`] in a commit that records `txn` when given. Keys match null-safely (`IS NOT
     /// DISTINCT FROM`), so a NULL key value updates its row instead of adding another.
+    ///
+    /// An unpartitioned table (every table the lake upserts into) takes [`upsert::upsert`]: only
+    /// the files holding an incoming key are rewritten, streamed, so memory does not grow with
+    /// the table. A partitioned one takes delta-rs' MERGE.
     pub async fn merge_txn(
         &self,
         ctx: &SessionContext,
@@ -448,21 +453,30 @@ impl Lake {
         })?;
         let empty =
             table.get_file_uris().map_err(|e| Error::delta(qualified(layer, name), e))?.next().is_none();
+        let partitions: Vec<String> = table
+            .snapshot()
+            .map_err(|e| Error::delta(qualified(layer, name), e))?
+            .metadata()
+            .partition_columns()
+            .to_vec();
         if empty {
-            // Nothing to match: an append is the same result, without the join MERGE plans.
+            // Nothing to match: an append is the same result, without reading anything.
             let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
-            let partitions: Vec<String> = table
-                .snapshot()
-                .map_err(|e| Error::delta(qualified(layer, name), e))?
-                .metadata()
-                .partition_columns()
-                .to_vec();
             let partitions: Vec<&str> = partitions.iter().map(String::as_str).collect();
             self.write(layer, name, batches, &partitions, SaveMode::Append, txn).await?;
             return Ok((0, rows));
         }
-        if let Some(counts) = self.rewrite_upsert(ctx, layer, name, &table, &batches, keys, txn).await? {
-            return Ok(counts);
+        if partitions.is_empty() {
+            let done = upsert::upsert(&table, &qualified(layer, name), batches, keys, txn).await?;
+            tracing::debug!(
+                table = %qualified(layer, name),
+                updated = done.updated,
+                inserted = done.inserted,
+                files_rewritten = done.files_rewritten,
+                rows_copied = done.rows_copied,
+                "Upserted."
+            );
+            return Ok((done.updated, done.inserted));
         }
         // MERGE is a write of this process: delta-rs plans it, always locally.
         let local;
@@ -511,80 +525,6 @@ impl Lake {
             .await
             .map_err(err)?;
         Ok((metrics.num_target_rows_updated as u64, metrics.num_target_rows_inserted as u64))
-    }
-
-    /// The upsert of [`Lake::merge_txn`] as one overwrite, when `batches` hold at least a quarter
-    /// as many rows as the table (a micro-batch of unordered events touches most daily rows):
-    /// the table's rows whose keys `batches` lack (a null-safe anti-join), plus `batches` cast to
-    /// the table's schema. Reading and rewriting the table is then cheaper than MERGE's join and
-    /// file rewrites. None when the table is much larger (MERGE rewrites only the files it
-    /// touches), or partitioned.
-    #[allow(clippy::too_many_arguments)]
-    async fn rewrite_upsert(
-        &self,
-        ctx: &SessionContext,
-        layer: Layer,
-        name: &str,
-        table: &DeltaTable,
-        batches: &[RecordBatch],
-        keys: &[&str],
-        txn: Option<&Txn>,
-    ) -> Result<Option<(u64, u64)>> {
-        use datafusion::arrow::array::AsArray;
-        let err = |e| Error::delta(qualified(layer, name), e);
-        let partitioned = !table.snapshot().map_err(err)?.metadata().partition_columns().is_empty();
-        let source_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let target = format!("__upsert_target_{}_{}", layer.as_str(), name);
-        let source = format!("__upsert_source_{}_{}", layer.as_str(), name);
-        crate::cluster::register_delta(ctx, &target, table).await?;
-        let result = async {
-            let counted = ctx.sql(&format!("SELECT count(*) FROM {target}")).await?.collect().await?;
-            let target_rows = counted
-                .first()
-                .map_or(0, |b| b.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0))
-                as u64;
-            if partitioned || source_rows.saturating_mul(4) < target_rows {
-                return Ok(None);
-            }
-            let schema = ctx.table(&target).await?.schema().as_arrow().clone();
-            let schema = Arc::new(schema);
-            let cast = |b: &RecordBatch| -> Result<RecordBatch> {
-                let columns = schema
-                    .fields()
-                    .iter()
-                    .map(|f| {
-                        let c = b.column_by_name(f.name()).ok_or_else(|| {
-                            Error::Internal(format!(
-                                "upsert into {}: no column {}",
-                                qualified(layer, name),
-                                f.name()
-                            ))
-                        })?;
-                        Ok(datafusion::arrow::compute::cast(c, f.data_type())?)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new(schema.clone(), columns)?)
-            };
-            let incoming = batches.iter().map(cast).collect::<Result<Vec<_>>>()?;
-            register_batches(ctx, &source, schema.clone(), incoming.clone())?;
-            let on: Vec<String> =
-                keys.iter().map(|k| format!("(t.{k} IS NOT DISTINCT FROM s.{k})")).collect();
-            let kept = ctx
-                .sql(&format!("SELECT t.* FROM {target} t LEFT ANTI JOIN {source} s ON {}", on.join(" AND ")))
-                .await?
-                .collect()
-                .await?;
-            let kept_rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
-            let updated = target_rows - kept_rows;
-            let mut rows = kept.iter().map(cast).collect::<Result<Vec<_>>>()?;
-            rows.extend(incoming);
-            self.write(layer, name, rows, &[], SaveMode::Overwrite, txn).await?;
-            Ok(Some((updated, source_rows.saturating_sub(updated))))
-        }
-        .await;
-        let _ = ctx.deregister_table(&target)?;
-        let _ = ctx.deregister_table(&source)?;
-        result
     }
 
     /// Appends the rows of `batches` whose `key` the table does not hold yet, keeping the first

@@ -96,8 +96,10 @@ impl Env<'_> {
         *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
     }
 
-    /// Keeps the dedup state's id hashes and the daily series within the budget, once a gold
-    /// step wrote every change: past it, both let go of the same oldest dates (the newest kept).
+    /// Keeps the dedup state's id hashes and the daily series within the budget (their share of
+    /// it, [`crate::stream::state::split_budget`]), once a gold step wrote every change: past it,
+    /// both let go of the same oldest dates (the newest kept); the id hashes of those dates
+    /// become Bloom filters, within the other share.
     /// Returns the first date still held, when some were let go.
     pub fn bound_memory(&self, state: &mut EventState) -> Result<Option<i32>> {
         let mut guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,11 +111,12 @@ impl Env<'_> {
         let daily: Vec<(i32, usize)> =
             held.as_ref().map(|h| h.series.bytes_by_date().collect()).unwrap_or_default();
         let total: usize = ids.values().sum::<usize>() + daily.iter().map(|d| d.1).sum::<usize>();
-        if total <= self.budget {
+        let (budget, filters) = crate::stream::state::split_budget(self.budget);
+        if total <= budget {
             return Ok(state.floor());
         }
-        let floor = usage_daily::floor_within(ids.into_iter().chain(daily), self.budget);
-        state.let_go_before(floor);
+        let floor = usage_daily::floor_within(ids.into_iter().chain(daily), budget);
+        state.let_go_before(floor, filters);
         match held.as_mut() {
             Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),
             None => Ok(Some(floor)),

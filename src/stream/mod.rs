@@ -73,8 +73,10 @@ pub struct StreamConfig {
     /// every batch has its own.
     pub gold_lag: String,
     /// Megabytes the stream's state may hold in memory: the dedup hashes of event ids and the
-    /// daily series. Past it, the oldest event dates are let go after a gold step; an event of
-    /// such a date is then checked against bronze, and its daily series read back from the lake.
+    /// daily series (seven eighths), and the Bloom filters of dates let go (an eighth). Past it,
+    /// the oldest event dates are let go after a gold step; an event of such a date that its
+    /// filter may hold is then checked against bronze, and its daily series read back from the
+    /// lake.
     pub state_memory_mb: u64,
 }
 

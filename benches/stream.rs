@@ -283,7 +283,7 @@ fn kafka_throughput(scratch: &Path, scale: u32, feed: &Feed) -> Throughput {
     assert!(out.status.success(), "stream failed");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stream report");
     let events = report["totals"]["bronze"]["read"].as_u64().unwrap_or(0);
-    let q = samples.len().max(4) / 4;
+    let q = samples.len().div_ceil(4);
     let rss_quarters = samples.chunks(q.max(1)).map(|c| c.iter().copied().max().unwrap_or(0)).collect();
     Throughput { events, produce, wall, peak_rss: samples.iter().copied().max().unwrap_or(0), rss_quarters }
 }

@@ -381,7 +381,9 @@ impl ProducerContext for DeliveryCount {
 
 /// Replays JSONL files into `topic`, one message per non-blank line, in file and line order, with
 /// an idempotent producer (a retried send is not duplicated). Creates the topic with `partitions`
-/// partitions when it does not exist.
+/// partitions when it does not exist. Messages go to the topic's partitions in turn, a block of
+/// [`PRODUCE_BLOCK`] lines each, so a replay spreads evenly and the same way every time
+/// (librdkafka's sticky partitioner would put a fast burst into a single partition).
 pub async fn produce(
     brokers: &str,
     topic: &str,
@@ -416,6 +418,14 @@ async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()>
     Ok(())
 }
 
+/// Lines sent to one partition before the next partition's turn.
+pub const PRODUCE_BLOCK: u64 = 1_000;
+
+/// The partition of the `n`-th message (from 0) of a replay into `count` partitions.
+fn produce_partition(n: u64, count: i32) -> i32 {
+    ((n / PRODUCE_BLOCK) % count.max(1) as u64) as i32
+}
+
 fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<ProduceReport> {
     let started = Instant::now();
     let producer: BaseProducer<DeliveryCount> = ClientConfig::new()
@@ -431,6 +441,14 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
         .set("message.timeout.ms", "120000")
         .create_with_context(DeliveryCount::default())
         .map_err(|e| kafka_err("cannot create the Kafka producer", e))?;
+    let md = producer
+        .client()
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|e| kafka_err(&format!("cannot read the metadata of topic {topic}"), e))?;
+    let count = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len()) as i32;
+    if count == 0 {
+        return Err(Error::Kafka(format!("topic {topic} has no partitions at {brokers}")));
+    }
     let mut report = ProduceReport { files: files.len(), ..Default::default() };
     let mut sent = 0u64;
     for path in files {
@@ -440,7 +458,8 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line);
+            let mut record =
+                BaseRecord::<(), [u8]>::to(topic).payload(line).partition(produce_partition(sent, count));
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -476,6 +495,15 @@ mod tests {
     use datafusion::arrow::array::AsArray;
     use datafusion::arrow::compute::cast;
     use datafusion::arrow::datatypes::DataType;
+
+    #[test]
+    fn a_replay_takes_the_partitions_in_turn_a_block_each() {
+        let parts: Vec<i32> = (0..7_000).step_by(1_000).map(|n| produce_partition(n, 3)).collect();
+        assert_eq!(parts, [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(produce_partition(999, 3), 0);
+        assert_eq!(produce_partition(1_000, 3), 1);
+        assert_eq!(produce_partition(5_000, 1), 0);
+    }
 
     #[test]
     fn a_batch_is_filled_from_the_partitions_that_still_have_messages() {

@@ -87,10 +87,11 @@ pub async fn run(global: &GlobalArgs, args: &StreamArgs) -> anyhow::Result<()> {
     } else {
         let t = &report.totals;
         println!(
-            "stream {}: {} batches ({} finished after a crash), {} events read, {} new, {} duplicates, {} quarantined, {} late ({} gold keys corrected), {:.0} events/s; last batch {}, watermark {}",
+            "stream {}: {} batches ({} finished after a crash, {} gold steps), {} events read, {} new, {} duplicates, {} quarantined, {} late ({} gold keys corrected), {:.0} events/s; last batch {}, watermark {}",
             report.stream,
             report.batches,
             report.recovered,
+            report.gold_steps,
             t.bronze.read,
             t.bronze.written,
             t.bronze.duplicates,

@@ -96,10 +96,22 @@ impl Env<'_> {
         *self.daily.lock().unwrap_or_else(|e| e.into_inner()) = Some(held);
     }
 
+    /// Whether the id hashes and the daily series together hold more than their share of the
+    /// budget ([`crate::stream::state::split_budget`]). The stream then runs its gold step at
+    /// once, whatever `gold_lag`, so that [`Env::bound_memory`] can let dates go: a catch-up
+    /// that lets gold lag would otherwise hold every day it read until the next gold step.
+    pub fn over_budget(&self, state: &EventState) -> bool {
+        let ids: usize = state.bytes_by_date().values().sum();
+        let guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());
+        let daily: usize = guard.as_ref().map_or(0, |h| h.series.bytes_by_date().map(|d| d.1).sum());
+        ids + daily > crate::stream::state::split_budget(self.budget).0
+    }
+
     /// Keeps the dedup state's id hashes and the daily series within the budget (their share of
     /// it, [`crate::stream::state::split_budget`]), once a gold step wrote every change: past it,
-    /// both let go of the same oldest dates (the newest kept); the id hashes of those dates
-    /// become Bloom filters, within the other share.
+    /// both let go of the same oldest dates (the newest kept) until they hold half their share,
+    /// so the next batches have room before the next forced gold step ([`Env::over_budget`]);
+    /// the id hashes of those dates become Bloom filters, within the other share.
     /// Returns the first date still held, when some were let go.
     pub fn bound_memory(&self, state: &mut EventState) -> Result<Option<i32>> {
         let mut guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +127,7 @@ impl Env<'_> {
         if total <= budget {
             return Ok(state.floor());
         }
-        let floor = usage_daily::floor_within(ids.into_iter().chain(daily), budget);
+        let floor = usage_daily::floor_within(ids.into_iter().chain(daily), budget / 2);
         state.let_go_before(floor, filters);
         match held.as_mut() {
             Some(h) => h.series.let_go_before(floor).map(|()| Some(floor)),

@@ -221,6 +221,10 @@ pub struct StreamReport {
     /// The first event date whose state is held in memory, once the memory budget let older
     /// dates go (`YYYY-MM-DD`; their late events are checked against the lake).
     pub held_from: Option<String>,
+    /// Gold steps run (one per batch when the stream keeps up; fewer when it is behind and gold
+    /// lags; more again when the state budget forces them).
+    #[serde(default)]
+    pub gold_steps: u64,
     /// Figures summed over the batches.
     pub totals: BatchMetrics,
     /// Wall time, milliseconds.
@@ -392,6 +396,7 @@ pub async fn run_locked(
         cp.mark_committed_range(first, last)?;
         env.bound_memory(&mut state)?;
         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
+        report.gold_steps += 1;
     }
 
     if options.bronze_only {
@@ -455,6 +460,7 @@ pub async fn run_locked(
                     if let Some(from) = gold_from.take() {
                         let (daily_rows, gold, _) = gold(from, next - 1, &mut state).await?;
                         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
+                        report.gold_steps += 1;
                         last_gold = Instant::now();
                         continue;
                     }
@@ -552,9 +558,11 @@ pub async fn run_locked(
             // step waits for it too (it is the last, and its own gold step follows at once).
             let behind = reader.behind(prefetched.as_ref().map(|p| &p.0), cfg.max_batch_events)
                 || (options.once && prefetched.is_some());
-            if !behind || last_gold.elapsed() >= cfg.gold_lag {
+            // Past the state budget, the gold step runs now: only written dates can be let go.
+            if !behind || last_gold.elapsed() >= cfg.gold_lag || env.over_budget(&state) {
                 gold_from = None;
                 (m.daily_rows, m.gold, gold_ms) = gold(from, next, &mut state).await?;
+                report.gold_steps += 1;
                 last_gold = Instant::now();
             }
         }
@@ -624,6 +632,7 @@ pub async fn run_locked(
     if let Some(from) = gold_from {
         let (daily_rows, gold, _) = gold(from, next - 1, &mut state).await?;
         report.totals.absorb(&BatchMetrics { gold, daily_rows, ..Default::default() });
+        report.gold_steps += 1;
     }
     compaction.finish().await;
     report.watermark = batch::watermark_text(state.watermark());

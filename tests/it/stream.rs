@@ -187,9 +187,12 @@ async fn a_stream_within_a_small_memory_budget_lets_old_days_go_and_equals_a_bat
 
     let mut s = settings(&landing, &lake, 4 * 1024 * 1024);
     s.stream.state_memory = 1 << 20;
+    // Gold may lag for an hour, but the budget forces gold steps (only written dates can go).
+    s.stream.gold_lag = Duration::from_secs(3600);
     let r = stream_once(&s, &StreamSource::Files).await;
     let t = &r.totals;
     assert!(r.batches >= 8, "{r:?}");
+    assert!(r.gold_steps >= r.batches / 2, "{r:?}");
     assert_eq!((t.bronze.read, t.bronze.written, t.bronze.duplicates), (173_100, 172_800, 300));
     // About 1 MB holds a few weeks of ids and daily rows: the first months were let go.
     let held_from = r.held_from.clone().expect("old dates were let go");

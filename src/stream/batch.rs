@@ -101,10 +101,8 @@ impl Env<'_> {
     /// once, whatever `gold_lag`, so that [`Env::bound_memory`] can let dates go: a catch-up
     /// that lets gold lag would otherwise hold every day it read until the next gold step.
     pub fn over_budget(&self, state: &EventState) -> bool {
-        let ids: usize = state.bytes_by_date().values().sum();
         let guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());
-        let daily: usize = guard.as_ref().map_or(0, |h| h.series.bytes_by_date().map(|d| d.1).sum());
-        ids + daily > crate::stream::state::split_budget(self.budget).0
+        held_bytes(state, guard.as_ref()) > crate::stream::state::split_budget(self.budget).0
     }
 
     /// Keeps the dedup state's id hashes and the daily series within the budget (their share of
@@ -119,14 +117,13 @@ impl Env<'_> {
         if held.as_ref().is_some_and(|h| !h.changed.is_empty()) {
             return Err(crate::Error::Internal("memory bounded before the gold step wrote".into()));
         }
+        let (budget, filters) = crate::stream::state::split_budget(self.budget);
+        if held_bytes(state, held.as_ref()) <= budget {
+            return Ok(state.floor());
+        }
         let ids = state.bytes_by_date();
         let daily: Vec<(i32, usize)> =
             held.as_ref().map(|h| h.series.bytes_by_date().collect()).unwrap_or_default();
-        let total: usize = ids.values().sum::<usize>() + daily.iter().map(|d| d.1).sum::<usize>();
-        let (budget, filters) = crate::stream::state::split_budget(self.budget);
-        if total <= budget {
-            return Ok(state.floor());
-        }
         let floor = usage_daily::floor_within(ids.into_iter().chain(daily), budget / 2);
         state.let_go_before(floor, filters);
         match held.as_mut() {
@@ -134,6 +131,12 @@ impl Env<'_> {
             None => Ok(Some(floor)),
         }
     }
+}
+
+/// Bytes the dedup state's id hashes and the held daily series take, by their dates.
+fn held_bytes(state: &EventState, held: Option<&Held>) -> usize {
+    let daily: usize = held.map_or(0, |h| h.series.bytes_by_date().map(|d| d.1).sum());
+    state.bytes_by_date().values().sum::<usize>() + daily
 }
 
 /// Dedup of landed rows by event_id: first within the batch, then against the state (recent

@@ -100,14 +100,6 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     cloudlake::telemetry::init(cli.global.verbose);
-    // Freed memory goes back to the OS after 250 ms, not mimalloc 3's 1 s: a `run` at scale 100
-    // takes 36 s instead of 44 s at 10 ms (pages freed and faulted in again, zeroed each time)
-    // and the bundled one peaks at 270 MB instead of 320 MB (250 MB at 10 ms, same time). A
-    // stream keeps the default: its Kafka catch-up holds a quarter more memory (0.98 GB, not
-    // 0.71-0.75 GB at scale 20, measured at 10 ms) but runs about 8 % faster.
-    if !matches!(cli.command, Command::Stream(_)) {
-        crate::set_purge_delay(250);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -945,7 +945,8 @@ mod tests {
         let lake = Lake::new(dir.path()).unwrap();
         assert!(lake.open(Layer::Silver, "t").await.unwrap().is_none());
         lake.append(Layer::Silver, "t", vec![rows(1)], &[]).await.unwrap();
-        // Clones share the kept handles; another process (here another Lake) does not.
+        // The lake keeps the handle it wrote with; clones share it, another Lake does not.
+        assert_eq!(lake.handles.get(Layer::Silver, "t").and_then(|t| t.version()), Some(0));
         let clone = lake.clone();
         assert_eq!(clone.open(Layer::Silver, "t").await.unwrap().unwrap().version(), Some(0));
         let other = Lake::new(dir.path()).unwrap();

@@ -21,15 +21,15 @@ use crate::silver::usage_daily::{self, Changed, DailySeries};
 use crate::silver::{self, SilverMetrics, SilverSettings};
 use crate::{Result, quarantine};
 
+use super::checkpoint::Planned;
+use super::state::{EVENT_ID, EVENT_TS, EventState};
+
 /// Past its budget the state lets go of old dates until it holds this fraction (1/N) of it. Each
 /// forced gold step rewrites the daily table and the marts of its grain, whose files late events
 /// all touch, so fewer steps matter more than the days held: on a 480-day live feed at scale 30,
-/// a quarter took 7 gold steps and 113.6 s of batches against 9 and 120.0 s for a half (256 MB),
+/// a quarter took 7-8 gold steps and 113.6 s of batches against 9 and 120.0 s for a half (256 MB),
 /// and 93 s against 108 s with 512 MB.
 const LET_GO_TO: usize = 4;
-
-use super::checkpoint::Planned;
-use super::state::{EVENT_ID, EVENT_TS, EventState};
 
 /// What one or more micro-batches did.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -116,7 +116,8 @@ impl Env<'_> {
     /// it, [`crate::stream::state::split_budget`]), once a gold step wrote every change: past it,
     /// both let go of the same oldest dates (the newest kept) until they hold a quarter of their
     /// share ([`LET_GO_TO`]), so the next batches have room before the next forced gold step
-    /// ([`Env::over_budget`]); the id hashes of those dates become Bloom filters, within the other share.
+    /// ([`Env::over_budget`]); the id hashes of those dates become Bloom filters, within the
+    /// other share.
     /// Returns the first date still held, when some were let go.
     pub fn bound_memory(&self, state: &mut EventState) -> Result<Option<i32>> {
         let mut guard = self.daily.lock().unwrap_or_else(|e| e.into_inner());

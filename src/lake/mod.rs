@@ -520,13 +520,28 @@ impl Lake {
             return Ok((0, rows));
         }
         if partitions.is_empty() {
-            let done = upsert::upsert(&table, &qualified(layer, name), batches, keys, txn).await?;
+            // A task of its own: the upserts of a gold step run together, and each encodes its
+            // Parquet on the thread polling it, so on one task they would share one core.
+            use tracing::Instrument;
+            let (qualified_name, keys, txn) = (
+                qualified(layer, name),
+                keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                txn.cloned(),
+            );
+            let work = async move {
+                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                upsert::upsert(&table, &qualified_name, batches, &keys, txn.as_ref()).await
+            };
+            let done = tokio::spawn(work.instrument(tracing::Span::current()))
+                .await
+                .map_err(|e| Error::Internal(format!("upsert into {}: {e}", qualified(layer, name))))??;
             tracing::debug!(
                 table = %qualified(layer, name),
                 updated = done.updated,
                 inserted = done.inserted,
                 files_rewritten = done.files_rewritten,
                 rows_copied = done.rows_copied,
+                scan_rewrite_commit_ms = ?done.millis,
                 "Upserted."
             );
             return Ok((done.updated, done.inserted));

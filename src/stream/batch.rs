@@ -458,10 +458,12 @@ async fn add_events(env: &Env<'_>, series: &mut DailySeries, clean: &[RecordBatc
 
 /// The gold step of the batches since the last one, recording `txn` (the latest of them): the
 /// rows they changed in the daily table and the event marts, then `org_health`. Returns the
-/// daily rows written and the marts' figures. When the changed rows are a quarter of the table
-/// or more, the daily table and the event marts are rewritten whole from the series in memory
-/// (cheaper than reading most rows back to upsert them), otherwise the changed rows are upserted.
-/// Once the series let go of old days, they are always upserted.
+/// daily rows written and the marts' figures. When the changed rows are a quarter of the series
+/// held or more, the daily table and the event marts are rewritten whole from the series in
+/// memory (cheaper than reading most rows back to upsert them); once the series let go of old
+/// days, the daily table takes them as an upsert and the marts are rebuilt from it (a catch-up's
+/// late events touch every file of the marts: an upsert would copy each whole after scanning its
+/// keys). Otherwise the changed rows are upserted into the daily table and the marts together.
 pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<GoldMetrics>)> {
     let Some(Held { mut series, changed }) = env.take_daily() else { return Ok((0, vec![])) };
     series.score(&env.silver.anomaly);
@@ -469,7 +471,7 @@ pub(crate) async fn gold_step(env: &Env<'_>, txn: &Txn) -> Result<(u64, Vec<Gold
     let written = if rows == 0 {
         (0, vec![])
     } else {
-        let whole = rows.saturating_mul(4) >= series.len() && series.floor().is_none();
+        let whole = rows.saturating_mul(4) >= series.len();
         (rows as u64, write_gold(env, txn, &series, &changed, whole, true).await?)
     };
     env.keep_daily(Held { series, changed: Changed::default() });

@@ -428,19 +428,37 @@ mod tests {
         out
     }
 
-    #[tokio::test]
-    async fn an_upsert_rewrites_only_the_files_holding_its_keys_and_matches_nulls() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::new(dir.path()).unwrap();
-        let ctx = crate::lake::session();
-        // Four files: days 1–2, day 10 (with a NULL org), day 20, and days 30–41, twelve rows so
-        // that the incoming rows are under a quarter of the table (above, no key is scanned).
+    /// Three files: days 1–2, day 10 (with a NULL org), day 20.
+    async fn three_files(lake: &Lake) {
         let first = batch(&[(Some("a"), 1, 1), (Some("b"), 1, 2), (Some("a"), 2, 3)]);
         lake.overwrite(Layer::Silver, "t", vec![first.clone()], first.schema(), &[]).await.unwrap();
         lake.append(Layer::Silver, "t", vec![batch(&[(Some("a"), 10, 4), (None, 10, 5)])], &[])
             .await
             .unwrap();
         lake.append(Layer::Silver, "t", vec![batch(&[(Some("c"), 20, 6)])], &[]).await.unwrap();
+    }
+
+    /// The rows of [`three_files`] once NULL/10 became 50, a/11 was added and b/1 is `b1`.
+    fn upserted(b1: i64) -> Vec<(Option<String>, i32, i64)> {
+        vec![
+            (Some("a".into()), 1, 1),
+            (Some("b".into()), 1, b1),
+            (Some("a".into()), 2, 3),
+            (Some("a".into()), 10, 4),
+            (None, 10, 50),
+            (Some("a".into()), 11, 7),
+            (Some("c".into()), 20, 6),
+        ]
+    }
+
+    #[tokio::test]
+    async fn an_upsert_rewrites_only_the_files_holding_its_keys_and_matches_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let ctx = crate::lake::session();
+        // Four files: the three of `three_files`, and days 30–41, twelve rows so that the
+        // incoming rows are under a quarter of the table (above, no key is scanned).
+        three_files(&lake).await;
         let later: Vec<Row> = (30..42).map(|day| (Some("z"), day, 0)).collect();
         lake.append(Layer::Silver, "t", vec![batch(&later)], &[]).await.unwrap();
         let before = files(&lake);
@@ -457,18 +475,7 @@ mod tests {
         assert_eq!(counts, (2, 1));
         let all = rows(&lake).await;
         assert_eq!(all.len(), 19);
-        assert_eq!(
-            all[..7],
-            [
-                (Some("a".into()), 1, 1),
-                (Some("b".into()), 1, 20),
-                (Some("a".into()), 2, 3),
-                (Some("a".into()), 10, 4),
-                (None, 10, 50),
-                (Some("a".into()), 11, 7),
-                (Some("c".into()), 20, 6),
-            ]
-        );
+        assert_eq!(all[..7], upserted(20));
         assert_eq!(lake.txn_version(Layer::Silver, "t", "s").await.unwrap(), Some(3));
         // The untouched files of days 20 and 30–41 are still in the table; the other two were replaced.
         let table = lake.open(Layer::Silver, "t").await.unwrap().unwrap();
@@ -515,12 +522,7 @@ mod tests {
     async fn incoming_rows_a_quarter_of_the_table_rewrite_every_file_without_a_key_scan() {
         let dir = tempfile::tempdir().unwrap();
         let lake = Lake::new(dir.path()).unwrap();
-        let first = batch(&[(Some("a"), 1, 1), (Some("b"), 1, 2), (Some("a"), 2, 3)]);
-        lake.overwrite(Layer::Silver, "t", vec![first.clone()], first.schema(), &[]).await.unwrap();
-        lake.append(Layer::Silver, "t", vec![batch(&[(Some("a"), 10, 4), (None, 10, 5)])], &[])
-            .await
-            .unwrap();
-        lake.append(Layer::Silver, "t", vec![batch(&[(Some("c"), 20, 6)])], &[]).await.unwrap();
+        three_files(&lake).await;
 
         // Two incoming rows against six: every file is rewritten, the one of day 20 too, though
         // it holds no incoming key; the rows are those a key scan would have given.
@@ -528,18 +530,7 @@ mod tests {
         let incoming = batch(&[(None, 10, 50), (Some("a"), 11, 7)]);
         let done = upsert(&table, "silver/t", vec![incoming], &["org_id", "usage_date"], None).await.unwrap();
         assert_eq!((done.updated, done.inserted, done.files_rewritten, done.rows_copied), (1, 1, 3, 5));
-        assert_eq!(
-            rows(&lake).await,
-            vec![
-                (Some("a".into()), 1, 1),
-                (Some("b".into()), 1, 2),
-                (Some("a".into()), 2, 3),
-                (Some("a".into()), 10, 4),
-                (None, 10, 50),
-                (Some("a".into()), 11, 7),
-                (Some("c".into()), 20, 6),
-            ]
-        );
+        assert_eq!(rows(&lake).await, upserted(2));
         assert_eq!(lake.open(Layer::Silver, "t").await.unwrap().unwrap().get_file_uris().unwrap().count(), 1);
     }
 }

@@ -114,10 +114,9 @@ pub async fn upsert(
         Ok(rows.iter().map(|r| Some(key_set.contains(r.data()))).collect())
     };
 
-    // 2. The touched files. When the
-    //    incoming rows are a quarter of the table's or more (a gold step after a stream's catch-up,
-    //    whose late events fall on every date), nearly every file holds one of their keys: every
-    //    file is taken as touched, without scanning the keys first.
+    // 2. The touched files. When the incoming rows are a quarter of the table's or more (a gold
+    //    step after a stream's catch-up, whose late events fall on every date), nearly every file
+    //    holds one of their keys: every file is taken as touched, without scanning the keys first.
     let ctx = super::session();
     table.update_datafusion_session(&ctx.state()).map_err(err)?;
     let snapshot = table.snapshot().map_err(err)?;
@@ -126,7 +125,7 @@ pub async fn upsert(
     let replaced: HashSet<String> = if every_file {
         snapshot.log_data().iter().map(|f| f.path().to_string()).collect()
     } else {
-        touched_files(table, &ctx, (&schema, keys, &key_index), &incoming, &is_incoming).await?
+        touched_files(table, name, &ctx, (&schema, keys, &key_index), &incoming, &is_incoming).await?
     };
     let scanned = started.elapsed();
 
@@ -211,10 +210,12 @@ pub async fn upsert(
     Ok(out)
 }
 
-/// Step 2 of [`upsert`]: the files of `table` holding a key of `incoming` (by `is_incoming`). `key` gives the schema, the key columns and
-/// their indexes; a key column of dates without NULLs bounds the scan by the incoming dates.
+/// Step 2 of [`upsert`]: the files of `table` (`name` in errors) holding a key of `incoming`, by
+/// `is_incoming`. `key` gives the schema, the key columns and their indexes; a key column of
+/// dates without NULLs bounds the scan by the incoming dates.
 async fn touched_files(
     table: &DeltaTable,
+    name: &str,
     ctx: &datafusion::prelude::SessionContext,
     key: (&SchemaRef, &[&str], &[usize]),
     incoming: &[RecordBatch],
@@ -244,9 +245,9 @@ async fn touched_files(
         if hit.true_count() == 0 {
             continue;
         }
-        let files = batch.column_by_name(FILE_COLUMN).ok_or_else(|| {
-            Error::Internal(format!("upsert into {}: the scan lacks the file column", table.table_url()))
-        })?;
+        let files = batch
+            .column_by_name(FILE_COLUMN)
+            .ok_or_else(|| Error::Internal(format!("upsert into {name}: the scan lacks the file column")))?;
         let files = cast(files, &DataType::Utf8)?;
         let files = files.as_string::<i32>();
         for row in hit.iter().enumerate().filter_map(|(i, h)| h.unwrap_or(false).then_some(i)) {
@@ -307,14 +308,19 @@ impl Writers {
         Err(Error::Internal("a Parquet writer stopped before its input ended".into()))
     }
 
-    /// Closes every writer and returns the files they wrote.
+    /// Closes every writer and returns the files they wrote, or the first writer's error once
+    /// all have stopped.
     async fn finish(mut self) -> Result<Vec<Add>> {
         self.feeds.clear();
         let mut adds = Vec::new();
+        let mut failed = None;
         for task in std::mem::take(&mut self.tasks).into_iter().flatten() {
-            adds.extend(task.await.map_err(|e| Error::Internal(format!("a Parquet writer failed: {e}")))??);
+            match task.await.map_err(|e| Error::Internal(format!("a Parquet writer failed: {e}"))) {
+                Ok(Ok(written)) => adds.extend(written),
+                Ok(Err(e)) | Err(e) => failed = failed.or(Some(e)),
+            }
         }
-        Ok(adds)
+        failed.map_or(Ok(adds), Err)
     }
 }
 
@@ -507,6 +513,7 @@ mod tests {
         }
         let adds = writers.finish().await.unwrap();
         assert_eq!(adds.len(), 2, "{adds:?}");
+        assert_ne!(adds[0].path, adds[1].path);
         let rows: i64 = adds
             .iter()
             .map(|a| {

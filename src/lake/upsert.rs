@@ -122,10 +122,11 @@ pub async fn upsert(
     let snapshot = table.snapshot().map_err(err)?;
     let table_rows: Option<u64> = snapshot.log_data().iter().map(|f| f.num_records().map(|n| n as u64)).sum();
     let every_file = table_rows.is_some_and(|n| incoming_rows.saturating_mul(4) >= n);
-    let replaced: HashSet<String> = if every_file {
-        snapshot.log_data().iter().map(|f| f.path().to_string()).collect()
+    // The files the key scan found, or None when every file is taken.
+    let touched = if every_file {
+        None
     } else {
-        touched_files(table, name, &ctx, (&schema, keys, &key_index), &incoming, &is_incoming).await?
+        Some(touched_files(table, name, &ctx, (&schema, keys, &key_index), &incoming, &is_incoming).await?)
     };
     let scanned = started.elapsed();
 
@@ -136,24 +137,23 @@ pub async fn upsert(
     let mut removes = Vec::new();
     let mut rows_out = incoming_rows;
     for file in snapshot.log_data().iter() {
-        if replaced.contains(file.path().as_ref()) {
-            removes.push(Action::Remove(file.remove_action(true)));
+        if touched.as_ref().is_none_or(|t| t.contains(file.path().as_ref())) {
+            removes.push(file.remove_action(true));
             rows_out += file.num_records().unwrap_or(0) as u64;
         }
     }
+    if let Some(t) = &touched
+        && t.len() != removes.len()
+    {
+        return Err(Error::Internal(format!(
+            "upsert into {name}: {} touched files, {} of them found in the table's log",
+            t.len(),
+            removes.len()
+        )));
+    }
     let mut writer = Writers::new(table, name, properties, if rows_out >= TWO_WRITERS_FROM { 2 } else { 1 })?;
-    if !replaced.is_empty() {
-        if removes.len() != replaced.len() {
-            return Err(Error::Internal(format!(
-                "upsert into {name}: {} touched files, {} of them found in the table's log",
-                replaced.len(),
-                removes.len()
-            )));
-        }
-        let paths: Vec<String> = removes
-            .iter()
-            .filter_map(|a| if let Action::Remove(r) = a { Some(r.path.clone()) } else { None })
-            .collect();
+    if !removes.is_empty() {
+        let paths: Vec<String> = removes.iter().map(|r| r.path.clone()).collect();
         let provider = table.table_provider().with_file_paths(paths).await?;
         let mut stream = ctx.read_table(provider)?.execute_stream().await?;
         while let Some(batch) = stream.next().await {
@@ -177,7 +177,7 @@ pub async fn upsert(
     // 4. One commit.
     out.inserted = incoming_rows.saturating_sub(out.updated);
     out.files_rewritten = removes.len() as u64;
-    let mut actions = removes;
+    let mut actions: Vec<Action> = removes.into_iter().map(Action::Remove).collect();
     actions.extend(adds.into_iter().map(Action::Add));
     let metrics = serde_json::json!({
         "num_target_rows_updated": out.updated,

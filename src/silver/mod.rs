@@ -210,14 +210,25 @@ pub async fn rebuild_events(
 ) -> Result<(SilverMetrics, DailyMetrics)> {
     let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
     // Scored a bucket of orgs at a time, each bucket written as it comes (the first replaces
-    // the table, each commit records `txn`); gold then reads the table from the lake.
+    // the table, each commit records `txn`); gold then reads the table from the lake. A bucket is
+    // written on a task of its own while the next one is scored, and ends before it is written
+    // (or before an error returns: no write outlives the rebuild).
     let schema = scoring.schema();
     let mut m = DailyMetrics::default();
     let mut mode = SaveMode::Overwrite;
-    while let Some(bucket) = scoring.next_bucket()? {
+    let mut writing: Option<tokio::task::JoinHandle<Result<()>>> = None;
+    loop {
+        let next = scoring.next_bucket();
+        if let Some(task) = writing.take() {
+            task.await.map_err(|e| Error::Internal(format!("daily write task: {e}")))??;
+        }
+        let Some(bucket) = next? else { break };
         let bucket = vec![bucket];
         m.absorb(&daily_metrics(&bucket));
-        lake.save(Layer::Silver, "usage_daily", bucket, schema.clone(), &[], mode, txn).await?;
+        let (lake, schema, txn) = (lake.clone(), schema.clone(), txn.cloned());
+        writing = Some(tokio::spawn(async move {
+            lake.save(Layer::Silver, "usage_daily", bucket, schema, &[], mode, txn.as_ref()).await.map(|_| ())
+        }));
         mode = SaveMode::Append;
     }
     if mode == SaveMode::Overwrite {

@@ -100,6 +100,9 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     cloudlake::telemetry::init(cli.global.verbose);
+    if matches!(cli.command, Command::Run(_)) {
+        crate::return_freed_pages_sooner();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

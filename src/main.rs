@@ -18,8 +18,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// For `run`: jemalloc returns freed pages to the system after 1 s instead of 10 s, from a
 /// background thread instead of the threads that free memory. Measured by hand (release, 2
-/// cores, README "By scale"): the scale-100 `run` peaks at 676-774 MB instead of 760-808 MB, scale
-/// 10 at 505-575 MB instead of 618-668 MB, in the same time. `stream` keeps jemalloc's defaults:
+/// cores, README "By scale"): the scale-100 `run` peaks at 665-774 MB instead of 760-809 MB, scale
+/// 10 at 505-586 MB instead of 618-668 MB, in the same time. `stream` keeps jemalloc's defaults:
 /// there the same settings held RSS where it was (2.81-2.91 GB at scale 60 over 480 days) and
 /// took 190-197 s instead of 185 s. A setting jemalloc refuses is left as it was; neither
 /// changes what is computed. `_RJEM_MALLOC_CONF` sets jemalloc's options for any command.

@@ -101,6 +101,11 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    /// A spawned task (`what`) that panicked or was cancelled: an invariant broke.
+    pub fn task(what: &str, source: tokio::task::JoinError) -> Self {
+        Error::Internal(format!("{what} failed: {source}"))
+    }
+
     /// Wraps a delta-rs error with the table it concerns.
     pub fn delta(table: impl Into<String>, source: deltalake::DeltaTableError) -> Self {
         Error::Delta { table: table.into(), source: Box::new(source) }

@@ -21,8 +21,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// cores, README "By scale"): the scale-100 `run` peaks at 665-774 MB instead of 760-809 MB, scale
 /// 10 at 505-586 MB instead of 618-668 MB, in the same time. `stream` keeps jemalloc's defaults:
 /// there the same settings held RSS where it was (2.81-2.91 GB at scale 60 over 480 days) and
-/// took 190-197 s instead of 185 s. A setting jemalloc refuses is left as it was; neither
-/// changes what is computed. `_RJEM_MALLOC_CONF` sets jemalloc's options for any command.
+/// took 190-197 s instead of 185 s. A setting jemalloc refuses is left as it was; none of
+/// them changes what is computed. `_RJEM_MALLOC_CONF` sets jemalloc's options for any command.
 #[cfg(feature = "jemalloc")]
 pub(crate) fn return_freed_pages_sooner() {
     use tikv_jemalloc_ctl::{Access, AsName};

@@ -303,7 +303,7 @@ impl Writers {
             return Ok(());
         }
         if let Some(task) = self.tasks[i].take() {
-            task.await.map_err(|e| Error::Internal(format!("a Parquet writer failed: {e}")))??;
+            task.await.map_err(|e| Error::task("a Parquet writer", e))??;
         }
         Err(Error::Internal("a Parquet writer stopped before its input ended".into()))
     }
@@ -315,7 +315,7 @@ impl Writers {
         let mut adds = Vec::new();
         let mut failed = None;
         for task in std::mem::take(&mut self.tasks).into_iter().flatten() {
-            match task.await.map_err(|e| Error::Internal(format!("a Parquet writer failed: {e}"))) {
+            match task.await.map_err(|e| Error::task("a Parquet writer", e)) {
                 Ok(Ok(written)) => adds.extend(written),
                 Ok(Err(e)) | Err(e) => failed = failed.or(Some(e)),
             }

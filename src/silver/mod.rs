@@ -211,8 +211,8 @@ pub async fn rebuild_events(
     let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
     // Scored a bucket of orgs at a time, each bucket written as it comes (the first replaces
     // the table, each commit records `txn`); gold then reads the table from the lake. A bucket is
-    // written on a task of its own while the next one is scored, and ends before it is written
-    // (or before an error returns: no write outlives the rebuild).
+    // written on a task of its own while the next one is scored; each write ends before the next
+    // one starts, and before an error returns (no write outlives the rebuild).
     let schema = scoring.schema();
     let mut m = DailyMetrics::default();
     let mut mode = SaveMode::Overwrite;
@@ -220,7 +220,7 @@ pub async fn rebuild_events(
     loop {
         let next = scoring.next_bucket();
         if let Some(task) = writing.take() {
-            task.await.map_err(|e| Error::Internal(format!("daily write task: {e}")))??;
+            task.await.map_err(|e| Error::task("the daily write task", e))??;
         }
         let Some(bucket) = next? else { break };
         let bucket = vec![bucket];
@@ -295,9 +295,7 @@ async fn rebuild_event_rows(
             };
             let written = async {
                 match write {
-                    Some(task) => {
-                        task.await.map_err(|e| Error::Internal(format!("silver write task: {e}")))?
-                    }
+                    Some(task) => task.await.map_err(|e| Error::task("the silver write task", e))?,
                     None => Ok(()),
                 }
             };

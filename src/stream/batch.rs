@@ -402,9 +402,7 @@ pub(crate) async fn downstream(
         Ok(())
     };
     let (new_rejects, ()) = futures::future::try_join(quarantined, daily).await?;
-    silver_append
-        .await
-        .map_err(|e| crate::Error::Internal(format!("the silver append task failed: {e}")))??;
+    silver_append.await.map_err(|e| crate::Error::task("the silver append task", e))??;
     lap.step("silver+daily");
 
     m.bronze.quarantined = new_rejects;

@@ -99,7 +99,7 @@ impl KafkaSource {
             }
         })
         .await
-        .map_err(|e| Error::Internal(format!("Kafka metadata task failed: {e}")))?
+        .map_err(|e| Error::task("Kafka metadata task", e))?
     }
 
     /// The next batch from `position` (next offset per partition; a new partition starts at its
@@ -176,7 +176,7 @@ impl KafkaSource {
             Ok(landed)
         })
         .await
-        .map_err(|e| Error::Internal(format!("Kafka read task failed: {e}")))?
+        .map_err(|e| Error::task("Kafka read task", e))?
     }
 }
 
@@ -394,7 +394,7 @@ pub async fn produce(
     let (brokers, topic) = (brokers.to_string(), topic.to_string());
     tokio::task::spawn_blocking(move || produce_blocking(&brokers, &topic, &files))
         .await
-        .map_err(|e| Error::Internal(format!("Kafka producer task failed: {e}")))?
+        .map_err(|e| Error::task("Kafka producer task", e))?
 }
 
 async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {

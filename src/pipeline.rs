@@ -34,7 +34,7 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 /// 2. silver for them;
 /// 3. on a cluster, or when the unread event files are a large catch-up (see
 ///    [`BACKFILL_BATCHES`]): a backfill, the events landed in bronze micro-batch by micro-batch
-///    (the stream's path, `bronze_only`);
+///    (the stream's path, `bronze_only`), while 1 and 2 run;
 /// 4. after a backfill, or when a master, a setting or the code's tables changed since the last
 ///    run (or on the first run, or with `--full`): silver events, daily features and every gold
 ///    mart rebuilt from bronze ([`rebuild_event_tables`]);
@@ -71,55 +71,73 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         }
     }
 
-    let bronze_started = Instant::now();
-    let mut bronze_metrics = Vec::with_capacity(SOURCES.len());
-    for (source, files) in &plan {
-        progress.start(&format!("bronze {} ({} files)", source.name, files.len()));
-        let m = bronze::ingest(&ctx, &lake, &settings.landing, source, files, &meta, settings.batch_bytes)
-            .await?;
-        if !m.conserved() {
-            return Err(Error::Internal(format!(
-                "bronze {} lost track of records: read {} != written {} + quarantined {} + duplicates {}",
-                m.source, m.read, m.written, m.quarantined, m.duplicates
-            )));
-        }
-        bronze_metrics.push(m);
-        progress.done();
-    }
-    let mut stages =
-        vec![StageTiming { stage: "bronze".into(), millis: bronze_started.elapsed().as_millis() as u64 }];
-
-    let silver_started = Instant::now();
-    progress.start("silver");
     let events = &usage_events::SOURCE;
     if lake.open(Layer::Bronze, events.name).await?.is_none() {
         // First run: the events table exists (empty) before anything reads it.
         let (schema, partitions) = (bronze::bronze_schema(events), bronze::partition_columns(events));
         lake.overwrite(Layer::Bronze, events.name, vec![], schema, &partitions).await?;
     }
-    lake.register_all(sctx).await?;
-    let mut silver = silver::build_masters(sctx, &lake, &meta, &settings.silver).await?;
-    for m in &silver {
-        check_silver(m)?;
-    }
-    progress.done();
-
-    let mut events_millis = 0;
-    let mut streamed = None;
     // A backfill (the events land in bronze first, then silver and gold are rebuilt from bronze
     // in full) on a cluster, or when the new event files at least double what the lake holds
     // and fill several batches: then one rebuild costs less than merging batch after batch into
     // tables that every batch of unordered events touches throughout.
     let (unread, read) = stream::file_backlog(settings, &lake).await?;
     let backfill = cluster.is_some() || (unread >= BACKFILL_BATCHES * settings.batch_bytes && unread >= read);
-    if backfill {
+
+    // The batch sources through bronze and silver.
+    let masters = async {
+        let bronze_started = Instant::now();
+        let mut bronze_metrics = Vec::with_capacity(SOURCES.len());
+        for (source, files) in &plan {
+            progress.start(&format!("bronze {} ({} files)", source.name, files.len()));
+            let m =
+                bronze::ingest(&ctx, &lake, &settings.landing, source, files, &meta, settings.batch_bytes)
+                    .await?;
+            if !m.conserved() {
+                return Err(Error::Internal(format!(
+                    "bronze {} lost track of records: read {} != written {} + quarantined {} + duplicates {}",
+                    m.source, m.read, m.written, m.quarantined, m.duplicates
+                )));
+            }
+            bronze_metrics.push(m);
+            progress.done();
+        }
+        let bronze_millis = bronze_started.elapsed().as_millis() as u64;
+        let silver_started = Instant::now();
+        progress.start("silver");
+        lake.register_all(sctx).await?;
+        let silver = silver::build_masters(sctx, &lake, &meta, &settings.silver).await?;
+        for m in &silver {
+            check_silver(m)?;
+        }
+        progress.done();
+        Ok((bronze_metrics, bronze_millis, silver, silver_started.elapsed().as_millis() as u64))
+    };
+    // A backfill's events into bronze: they need no master (silver enriches them later), so they
+    // land beside the masters, whose bronze and silver leave most of a core idle.
+    let backfill_events = async {
+        if !backfill {
+            return Ok(None);
+        }
         let started = Instant::now();
         progress.start("usage events to bronze (micro-batches)");
         let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
-        streamed = Some(stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?);
-        lake.register(sctx, Layer::Bronze, usage_events::SOURCE.name).await?;
+        let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
         progress.done();
-        events_millis += started.elapsed().as_millis() as u64;
+        Ok::<_, Error>(Some((streamed, started.elapsed().as_millis() as u64)))
+    };
+    // Both end before an error returns: no write outlives the run.
+    let (masters, backfilled) = futures::future::join(masters, backfill_events).await;
+    let (mut bronze_metrics, bronze_millis, mut silver, mut silver_millis) = masters?;
+    let backfilled = backfilled?;
+    // Stages may overlap: a backfill's events land while the masters go through bronze and silver.
+    let mut stages = vec![StageTiming { stage: "bronze".into(), millis: bronze_millis }];
+    let mut events_millis = 0;
+    let mut streamed = None;
+    if let Some((s, millis)) = backfilled {
+        lake.register(sctx, Layer::Bronze, usage_events::SOURCE.name).await?;
+        events_millis += millis;
+        streamed = Some(s);
     }
     let fingerprint = settings_fingerprint(settings);
     let rebuild = match previous.as_ref() {
@@ -139,10 +157,11 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         } else {
             "silver events and gold"
         });
+        let started = Instant::now();
         (events_silver, gold_metrics) = rebuild_event_tables(sctx, &lake, &meta, &settings.silver).await?;
+        silver_millis += started.elapsed().as_millis() as u64;
         progress.done();
     }
-    let silver_millis = (silver_started.elapsed().as_millis() as u64).saturating_sub(events_millis);
     stages.push(StageTiming { stage: "silver".into(), millis: silver_millis });
 
     let streamed = match streamed {

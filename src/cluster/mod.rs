@@ -80,13 +80,13 @@ pub async fn connect(url: &str, lake: &Lake) -> Result<SessionContext> {
     }
     let scratch = root.join(uuid::Uuid::new_v4().simple().to_string());
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let config = SessionConfig::new_with_ballista()
-        .with_target_partitions(threads)
+    let config = crate::lake::tune(SessionConfig::new_with_ballista())
         .with_ballista_logical_extension_codec(Arc::new(Codec::default()))
         .with_extension(Arc::new(Cluster { url: url.to_string(), scratch }));
     let state = SessionStateBuilder::new().with_config(config).with_default_features().build();
-    Ok(SessionContext::remote_with_state(url, state).await?)
+    let ctx = SessionContext::remote_with_state(url, state).await?;
+    crate::silver::conform::register(&ctx);
+    Ok(ctx)
 }
 
 async fn reachable(host: &str, port: u16, within: Duration) -> Result<()> {
@@ -230,10 +230,11 @@ pub async fn run_executor(opts: &ExecutorOptions) -> Result<()> {
         print_thread_info: false,
         executor_heartbeat_interval_seconds: 5,
         override_logical_codec: Some(Arc::new(Codec::default())),
-        // Every function a default DataFusion session has (Ballista's default registry lacks
-        // the nested ones, such as `array_element`, which the silver SQL uses).
+        // Every function a pipeline session has: a default DataFusion session's (Ballista's
+        // default registry lacks the nested ones, such as `array_element`, which the silver SQL
+        // uses) and the conformance functions.
         override_function_registry: Some(Arc::new(BallistaFunctionRegistry::from(
-            &SessionStateBuilder::new().with_default_features().build(),
+            &crate::lake::session().state(),
         ))),
         ..Default::default()
     };

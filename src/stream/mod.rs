@@ -312,7 +312,12 @@ pub async fn run_locked(
     let app_id = format!("cloudlake.stream.{name}");
     let cp = Checkpoint::open(lake, &name)?;
     let ctx = lake::session();
-    register_masters(&ctx, lake).await?;
+    match register_masters(&ctx, lake).await {
+        // A backfill lands bronze only, beside the run's masters: it needs them only to finish a
+        // batch a crash interrupted, which a lake without masters cannot hold.
+        Err(Error::Usage(_)) if options.bronze_only => {}
+        registered => registered?,
+    }
     let env = Env {
         lake,
         ctx: &ctx,

@@ -157,12 +157,19 @@ impl DailyMetrics {
     }
 }
 
-/// SQL: the latest bronze version of each key of a versioned source, as a sub-query.
+/// SQL: the latest bronze version of each key of a versioned source, as a sub-query: the rows
+/// of `bronze_table` no row with the same `key` column (conformed) came after, by ingest time,
+/// then file, then line. Those three identify a bronze row (every row has them; a run ingests a
+/// file's line once), so each key keeps exactly one row. An anti-join, not `row_number()`: with
+/// one row per key in the usual case, DataFusion's window kept state per key and took 3.4 % of a
+/// scale-100 run's CPU (over 150,000 marketing touches: 0.40–0.46 s of CPU, the join 0.06 s).
 pub fn current_version(bronze_table: &str, key: &str) -> String {
     format!(
-        "(SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {k} ORDER BY ingest_ts DESC, source_file DESC, source_line DESC) AS __rn
-                FROM {bronze_table}) WHERE __rn = 1)",
-        k = conform::code(key)
+        "(SELECT t.* FROM {bronze_table} t WHERE NOT EXISTS (SELECT 1 FROM {bronze_table} n
+            WHERE {nk} = {tk} AND (n.ingest_ts > t.ingest_ts OR (n.ingest_ts = t.ingest_ts
+                AND (n.source_file > t.source_file OR (n.source_file = t.source_file AND n.source_line > t.source_line))))))",
+        nk = conform::code(&format!("n.{key}")),
+        tk = conform::code(&format!("t.{key}")),
     )
 }
 

@@ -234,6 +234,52 @@ async fn a_changed_plan_tier_is_history_and_events_join_the_version_of_their_tim
 }
 
 #[tokio::test]
+async fn a_redelivered_master_keeps_its_latest_version_by_run_file_and_line() {
+    let landing = tempfile::tempdir().unwrap();
+    copy_dir(&real_landing(), landing.path());
+    let original = std::fs::read_to_string(landing.path().join("resources.csv")).unwrap();
+    let header = original.lines().next().unwrap();
+    let rows: Vec<&str> = original.lines().skip(1).filter(|l| l.contains(",running,")).take(2).collect();
+    let id = |row: &str| row.split(',').next().unwrap().to_string();
+    let (a, b) = (id(rows[0]), id(rows[1]));
+    // One later file: `a` stopped; `b` twice, the later line (terminated, upper-cased id) wins.
+    std::fs::create_dir_all(landing.path().join("resources")).unwrap();
+    let later = format!(
+        "{header}\n{}\n{}\n{}\n",
+        rows[0].replace(",running,", ",stopped,"),
+        rows[1].replace(",running,", ",stopped,"),
+        rows[1].replacen(&b, &b.to_uppercase(), 1).replace(",running,", ",terminated,"),
+    );
+    std::fs::write(landing.path().join("resources/2025-08-01.csv"), later).unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let p = lake.path();
+    let r = run(landing.path(), p).await.unwrap();
+    let resources = r.silver.iter().find(|m| m.table == "resources").unwrap();
+    assert_eq!((resources.bronze_rows, resources.superseded), (403, 3));
+    assert!(resources.conserved());
+    async fn state(lake: &std::path::Path, id: &str) -> String {
+        sql_csv(lake, &format!("SELECT state FROM silver_resources WHERE resource_id = '{id}'")).await
+    }
+    assert_eq!(state(p, &a).await, "state\nstopped\n");
+    assert_eq!(state(p, &b).await, "state\nterminated\n");
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM silver_resources").await, 400);
+    assert_eq!(sql_i64(p, "SELECT count(DISTINCT resource_id) FROM silver_resources").await, 400);
+
+    // A later run's delivery of the same file name is newer again.
+    std::fs::write(
+        landing.path().join("resources/2025-08-01.csv"),
+        format!("{header}\n{}\n", rows[0].replace(",running,", ",terminated,")),
+    )
+    .unwrap();
+    let r = run(landing.path(), p).await.unwrap();
+    let resources = r.silver.iter().find(|m| m.table == "resources").unwrap();
+    assert_eq!((resources.bronze_rows, resources.superseded), (404, 4));
+    assert_eq!(state(p, &a).await, "state\nterminated\n");
+    assert_eq!(state(p, &b).await, "state\nterminated\n");
+    assert_eq!(sql_i64(p, "SELECT count(*) FROM silver_resources").await, 400);
+}
+
+#[tokio::test]
 async fn a_fail_rule_stops_the_run_with_the_rule_named() {
     let lake = tempfile::tempdir().unwrap();
     let silver = SilverSettings {

@@ -45,6 +45,15 @@ pub fn copy_dir(from: &Path, dest: &Path) {
     }
 }
 
+/// A copy of the bundled landing data (so a test can add files to it) and the text of its
+/// master `<name>.csv`.
+pub fn real_landing_copy(name: &str) -> (tempfile::TempDir, String) {
+    let landing = tempfile::tempdir().unwrap();
+    copy_dir(&real_landing(), landing.path());
+    let text = std::fs::read_to_string(landing.path().join(format!("{name}.csv"))).unwrap();
+    (landing, text)
+}
+
 /// Runs the pipeline once, as `cloudlake run` does.
 pub async fn run(landing: &Path, lake: &Path) -> cloudlake::Result<RunReport> {
     run_with(landing, lake, Default::default()).await

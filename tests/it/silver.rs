@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use cloudlake::report::RunReport;
 use cloudlake::silver::{SilverMetrics, SilverSettings, rules::Action};
 
-use crate::{copy_dir, messy_landing, real_landing, run, run_with, sql_csv, sql_i64, sql_text};
+use crate::{messy_landing, real_landing, real_landing_copy, run, run_with, sql_csv, sql_i64, sql_text};
 
 fn table<'a>(r: &'a RunReport, name: &str) -> &'a SilverMetrics {
     r.silver.iter().find(|m| m.table == name).unwrap()
@@ -189,9 +189,7 @@ async fn aliases_schema_versions_and_rules_on_messy_feeds() {
 
 #[tokio::test]
 async fn a_changed_plan_tier_is_history_and_events_join_the_version_of_their_time() {
-    let landing = tempfile::tempdir().unwrap();
-    copy_dir(&real_landing(), landing.path());
-    let original = std::fs::read_to_string(landing.path().join("customers_orgs.csv")).unwrap();
+    let (landing, original) = real_landing_copy("customers_orgs");
     let header = original.lines().next().unwrap();
     let row =
         original.lines().find(|l| l.starts_with("org_pbhsahxt,")).unwrap().replace(",standard,", ",pro,");
@@ -235,9 +233,7 @@ async fn a_changed_plan_tier_is_history_and_events_join_the_version_of_their_tim
 
 #[tokio::test]
 async fn a_redelivered_master_keeps_its_latest_version_by_run_file_and_line() {
-    let landing = tempfile::tempdir().unwrap();
-    copy_dir(&real_landing(), landing.path());
-    let original = std::fs::read_to_string(landing.path().join("resources.csv")).unwrap();
+    let (landing, original) = real_landing_copy("resources");
     let header = original.lines().next().unwrap();
     let rows: Vec<&str> = original.lines().skip(1).filter(|l| l.contains(",running,")).take(2).collect();
     let id = |row: &str| row.split(',').next().unwrap().to_string();

@@ -144,8 +144,8 @@ impl Family {
     pub fn conform(self, raw: &str) -> Cow<'_, str> {
         let trimmed = raw.trim_matches(' ');
         let cased = match self {
-            Family::Currency => upper(trimmed),
-            _ => lower(trimmed),
+            Family::Currency => recased(trimmed, trimmed.to_uppercase()),
+            _ => recased(trimmed, trimmed.to_lowercase()),
         };
         let separated = match self {
             Family::Region => replace_all(cased, &REGION_SEPARATORS, "-"),
@@ -160,20 +160,9 @@ impl Family {
     }
 }
 
-fn lower(s: &str) -> Cow<'_, str> {
-    if s.chars().any(|c| c.to_lowercase().ne(std::iter::once(c))) {
-        Cow::Owned(s.to_lowercase())
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-fn upper(s: &str) -> Cow<'_, str> {
-    if s.chars().any(|c| c.to_uppercase().ne(std::iter::once(c))) {
-        Cow::Owned(s.to_uppercase())
-    } else {
-        Cow::Borrowed(s)
-    }
+/// `cased` of `s`, borrowed when casing changes nothing (runs once per distinct value).
+fn recased(s: &str, cased: String) -> Cow<'_, str> {
+    if cased == s { Cow::Borrowed(s) } else { Cow::Owned(cased) }
 }
 
 fn replace_all<'a>(s: Cow<'a, str>, separators: &Regex, with: &str) -> Cow<'a, str> {

@@ -311,12 +311,19 @@ pub async fn run_locked(
     let name = source.name();
     let app_id = format!("cloudlake.stream.{name}");
     let cp = Checkpoint::open(lake, &name)?;
+    // Where the committed batches left off.
+    let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
+    cp.discard_after(last)?;
+    let plans = cp.planned_upto(last)?;
+    // A batch a crash interrupted after its bronze commit, which silver and gold still wait for
+    // (a backfill batch waits for the rebuild instead).
+    let interrupted = plans.last().filter(|p| !cp.silver_done(p.batch) && !p.bronze_only).cloned();
+
     let ctx = lake::session();
-    match register_masters(&ctx, lake).await {
-        // A backfill lands bronze only, beside the run's masters: it needs them only to finish a
-        // batch a crash interrupted, which a lake without masters cannot hold.
-        Err(Error::Usage(_)) if options.bronze_only => {}
-        registered => registered?,
+    // Silver and gold enrich events with the masters. A backfill lands bronze only (in `run`,
+    // beside the masters being built), so it needs them only to finish an interrupted batch.
+    if !options.bronze_only || interrupted.is_some() {
+        register_masters(&ctx, lake).await?;
     }
     let env = Env {
         lake,
@@ -325,11 +332,6 @@ pub async fn run_locked(
         daily: Default::default(),
         budget: cfg.state_memory,
     };
-
-    // Where the committed batches left off.
-    let last = lake.txn_version(Layer::Bronze, "usage_events", &app_id).await?.unwrap_or(0);
-    cp.discard_after(last)?;
-    let plans = cp.planned_upto(last)?;
     let mut reader = match source {
         StreamSource::Files => {
             let done: HashSet<String> = plans
@@ -367,7 +369,7 @@ pub async fn run_locked(
 
     // Finish the last batch if a crash interrupted it after its bronze commit. A backfill
     // batch has nothing left to do: its rejects went first, silver and gold wait for the rebuild.
-    if let Some(p) = last_plan.filter(|p| !cp.silver_done(p.batch) && !p.bronze_only) {
+    if let Some(p) = interrupted {
         tracing::warn!(batch = p.batch, "Finishing a micro-batch interrupted after its bronze commit.");
         let txn = Txn::batch(&app_id, p.batch);
         let meta = IngestMeta { run_id: p.run_id.clone(), ingest_ts_micros: p.ingest_ts_micros };

@@ -31,7 +31,7 @@ pub fn read_jsonl(
     let mut rows = RowsBuilder::new(columns, true, bytes.len() / 200 + 1);
     let mut rejects = Vec::new();
     let mut read = 0u64;
-    for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+    for (n, raw) in super::lines(bytes).enumerate() {
         let line = n as u64 + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         if raw.iter().all(u8::is_ascii_whitespace) {

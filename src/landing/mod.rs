@@ -136,6 +136,19 @@ pub fn landed_schema(columns: &[Column], with_extra: bool) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
+/// The lines of `bytes`, split at each `\n` like `bytes.split(|b| *b == b'\n')` (the piece
+/// after the last one included, empty or not), found with `memchr`'s vectorised search: the
+/// byte-by-byte split took a third of the JSON Lines reader's own time.
+pub fn lines(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', bytes).map(Some).chain([None]).map(move |end| {
+        let end = end.unwrap_or(bytes.len());
+        let line = &bytes[start..end];
+        start = end + 1;
+        line
+    })
+}
+
 /// Hashes raw record bytes into the `record_hash` column value (stable across runs and machines).
 pub fn record_hash(bytes: &[u8]) -> i64 {
     xxhash_rust::xxh3::xxh3_64(bytes) as i64
@@ -222,5 +235,17 @@ impl<'a> RowsBuilder<'a> {
             read: 0,
             cast_failures,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lines_split_like_the_slice_split_at_newlines() {
+        for text in ["", "\n", "a", "a\n", "a\nb", "\n\na\r\n\nbc\n", "x\n\n"] {
+            let ours: Vec<&[u8]> = super::lines(text.as_bytes()).collect();
+            let std: Vec<&[u8]> = text.as_bytes().split(|b| *b == b'\n').collect();
+            assert_eq!(ours, std, "{text:?}");
+        }
     }
 }

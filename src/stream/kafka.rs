@@ -453,7 +453,7 @@ fn produce_blocking(brokers: &str, topic: &str, files: &[PathBuf]) -> Result<Pro
     let mut sent = 0u64;
     for path in files {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        for line in bytes.split(|b| *b == b'\n') {
+        for line in crate::landing::lines(&bytes) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;

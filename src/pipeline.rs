@@ -22,6 +22,15 @@ use crate::{gold, silver};
 /// at least double what the lake read before).
 pub const BACKFILL_BATCHES: u64 = 4;
 
+/// A backfill's micro-batches take this many times `batch_mb` of input. They only land in
+/// bronze, which holds about half of what a whole micro-batch (bronze, silver and gold) holds
+/// per megabyte, so a backfill peaks no higher than a stream of `batch_mb` batches. Measured at
+/// scale 100 (release, 2 cores, alternating; README "By scale"): 16.4-17.4 s and 25.1-25.2 s of
+/// user CPU at 0.70-0.71 GB, against 17.6-18.4 s and 26.0-26.4 s at 0.71-0.81 GB with batches of
+/// `batch_mb`; four times peaked at 0.83 GB. Fewer batches write fewer, larger bronze files (one
+/// per date a batch holds), which silver then reads.
+pub const BACKFILL_BATCH_FACTOR: u64 = 2;
+
 /// A new run id: UTC start time plus a random suffix, sortable by time.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -122,7 +131,9 @@ pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> 
         let started = Instant::now();
         progress.start("usage events to bronze (micro-batches)");
         let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
-        let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+        let settings =
+            Settings { batch_bytes: settings.batch_bytes * BACKFILL_BATCH_FACTOR, ..settings.clone() };
+        let streamed = stream::run_locked(&settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
         progress.done();
         Ok::<_, Error>(Some((streamed, started.elapsed().as_millis() as u64)))
     };

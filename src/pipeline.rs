@@ -7,6 +7,8 @@
 
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::bronze::{self, SOURCES, usage_events};
 use crate::config::Settings;
 use crate::lake::{self, Lake, Layer, Txn};
@@ -52,10 +54,20 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 ///    features, and MERGEs into the event marts;
 /// 6. reconciliation, the run report, and publishing when Cassandra is configured.
 pub async fn run(settings: &Settings, progress: &Progress) -> Result<RunReport> {
-    let started = Instant::now();
     let now = chrono::Utc::now();
     let meta = IngestMeta { run_id: new_run_id(now), ingest_ts_micros: now.timestamp_micros() };
-    let _span = tracing::info_span!("run", run_id = %meta.run_id).entered();
+    let span = tracing::info_span!("run", run_id = %meta.run_id);
+    run_as(settings, progress, now, meta).instrument(span).await
+}
+
+/// [`run`] under the run id of `meta`, started at `now`.
+async fn run_as(
+    settings: &Settings,
+    progress: &Progress,
+    now: chrono::DateTime<chrono::Utc>,
+    meta: IngestMeta,
+) -> Result<RunReport> {
+    let started = Instant::now();
     if !settings.landing.is_dir() {
         return Err(Error::LandingMissing { path: settings.landing.clone(), source_name: "any".into() });
     }

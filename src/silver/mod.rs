@@ -35,6 +35,7 @@ use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::prelude::SessionContext;
 use deltalake::protocol::SaveMode;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::lake::{Lake, Layer};
 use crate::landing::{IngestMeta, RECORD_HASH, SOURCE_FILE, SOURCE_LINE, record_hash};
@@ -198,7 +199,8 @@ pub async fn build_masters(
 ) -> Result<Vec<SilverMetrics>> {
     let mut all = Vec::with_capacity(TABLES.len());
     for table in TABLES.iter().filter(|t| t.name != usage_events::TABLE.name) {
-        all.push(build_table(ctx, lake, meta, settings, table, None).await?);
+        let span = tracing::info_span!("stage", stage = "silver", table = table.name);
+        all.push(build_table(ctx, lake, meta, settings, table, None).instrument(span).await?);
     }
     Ok(all)
 }
@@ -215,7 +217,8 @@ pub async fn rebuild_events(
     settings: &SilverSettings,
     txn: Option<&crate::lake::Txn>,
 ) -> Result<(SilverMetrics, DailyMetrics)> {
-    let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).await?;
+    let span = tracing::info_span!("stage", stage = "silver", table = usage_events::TABLE.name);
+    let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).instrument(span).await?;
     // Scored a bucket of orgs at a time, each bucket written as it comes (the first replaces
     // the table, each commit records `txn`); gold then reads the table from the lake. A bucket is
     // written on a task of its own while the next one is scored; each write ends before the next
@@ -266,7 +269,6 @@ async fn rebuild_event_rows(
 ) -> Result<(SilverMetrics, usage_daily::Scoring)> {
     const ALL: &str = "__bronze_usage_events_all";
     let started = Instant::now();
-    let _span = tracing::info_span!("stage", stage = "silver", table = "usage_events").entered();
     let table = &usage_events::TABLE;
     let bronze = format!("bronze_{}", table.bronze);
     let (chunks, bronze_rows) = date_chunks(ctx, &bronze).await?;
@@ -430,7 +432,6 @@ async fn build_table(
     txn: Option<&crate::lake::Txn>,
 ) -> Result<SilverMetrics> {
     let started = Instant::now();
-    let _span = tracing::info_span!("stage", stage = "silver", table = table.name).entered();
     let bronze_rows = count(ctx, &format!("bronze_{}", table.bronze)).await?;
     let conformed = conform_rows(ctx, table, settings, meta).await?;
     let (clean, schema) = (conformed.clean.clone(), conformed.schema.clone());

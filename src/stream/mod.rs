@@ -41,6 +41,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 use crate::config::Settings;
 use crate::lake::{self, Lake, Layer, Txn};
@@ -497,7 +498,9 @@ pub async fn run_locked(
         let mut txn = Txn::batch(&app_id, next);
         txn.metadata = vec![("cloudlake.input".to_string(), serde_json::to_value(&input)?)];
         let now_micros = meta.ingest_ts_micros;
-        let _span = tracing::info_span!("batch", stream = %name, batch = next).entered();
+        // The batch's span follows its futures (a guard held across an await would leak it into
+        // whatever else the thread runs meanwhile).
+        let span = tracing::info_span!("batch", stream = %name, batch = next);
         let read = landed.read;
         let rows_in: u64 = landed.batches.iter().map(|b| b.num_rows() as u64).sum();
         let rejects = landed.rejects.len() as u64;
@@ -505,7 +508,8 @@ pub async fn run_locked(
         let watermark = state.watermark();
         let max_before = state.max_event_micros();
         let dedup_started = Instant::now();
-        let (new_rows, duplicates) = batch::dedup(&env, &state, landed.batches).await?;
+        let (new_rows, duplicates) =
+            batch::dedup(&env, &state, landed.batches).instrument(span.clone()).await?;
         let (late, max_lateness) = batch::lateness(&new_rows, watermark, max_before);
         cp.write_planned(&Planned {
             batch: next,
@@ -545,7 +549,7 @@ pub async fn run_locked(
             }
         };
         let down_started = Instant::now();
-        let (m, ahead) = futures::future::join(work, prefetch).await;
+        let (m, ahead) = futures::future::join(work.instrument(span.clone()), prefetch).await;
         let mut m = m?;
         let downstream_ms = down_started.elapsed().as_millis() as u64;
         // A failed read ahead is only logged: the next batch plans and reads again (and fails
@@ -568,7 +572,8 @@ pub async fn run_locked(
             // Past the state budget, the gold step runs now: only written dates can be let go.
             if !behind || last_gold.elapsed() >= cfg.gold_lag || env.over_budget(&state) {
                 gold_from = None;
-                (m.daily_rows, m.gold, gold_ms) = gold(from, next, &mut state).await?;
+                (m.daily_rows, m.gold, gold_ms) =
+                    gold(from, next, &mut state).instrument(span.clone()).await?;
                 report.gold_steps += 1;
                 last_gold = Instant::now();
             }
@@ -598,21 +603,23 @@ pub async fn run_locked(
             millis: tick.elapsed().as_millis() as u64,
             watermark: batch::watermark_text(state.watermark()),
         };
-        tracing::info!(
-            read = done.metrics.bronze.read,
-            written = done.metrics.bronze.written,
-            duplicates = done.metrics.bronze.duplicates,
-            quarantined = done.metrics.bronze.quarantined,
-            late = done.metrics.late_events,
-            corrected_keys = done.metrics.corrected_keys,
-            read_ms,
-            dedup_ms,
-            bronze_ms,
-            downstream_ms,
-            gold_ms,
-            millis = done.millis,
-            "Micro-batch committed."
-        );
+        span.in_scope(|| {
+            tracing::info!(
+                read = done.metrics.bronze.read,
+                written = done.metrics.bronze.written,
+                duplicates = done.metrics.bronze.duplicates,
+                quarantined = done.metrics.bronze.quarantined,
+                late = done.metrics.late_events,
+                corrected_keys = done.metrics.corrected_keys,
+                read_ms,
+                dedup_ms,
+                bronze_ms,
+                downstream_ms,
+                gold_ms,
+                millis = done.millis,
+                "Micro-batch committed."
+            )
+        });
         on_batch(&done);
         uncompacted += 1;
         // A live stream starts a compaction at a moment with nothing to read, unless input never

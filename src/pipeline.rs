@@ -25,9 +25,11 @@ use crate::{gold, silver};
 pub const BACKFILL_BATCHES: u64 = 4;
 
 /// A backfill's micro-batches take this many times `batch_mb` of input. They only land in
-/// bronze, which holds about half of what a whole micro-batch (bronze, silver and gold) holds
-/// per megabyte, so a backfill peaks no higher than a stream of `batch_mb` batches. Measured at
-/// scale 100 (release, 2 cores, alternating; README "By scale"): 16.4-17.4 s and 25.1-25.2 s of
+/// bronze, so a batch holds less per megabyte than a whole micro-batch (bronze, silver and
+/// gold): at scale 100 the backfill peaked at 0.60-0.62 GB with the masters built beside it,
+/// where a stream of 64 MB batches peaks at 0.57 GB at scale 10, and a run's peak is the
+/// rebuild's that follows. Measured at
+/// scale 100 (release, 2 cores, alternating; README "By scale"): 16.4-17.4 s and 24.9-25.2 s of
 /// user CPU at 0.70-0.71 GB, against 17.6-18.4 s and 26.0-26.4 s at 0.71-0.81 GB with batches of
 /// `batch_mb`; four times peaked at 0.83 GB. Fewer batches write fewer, larger bronze files (one
 /// per date a batch holds), which silver then reads.

@@ -24,16 +24,6 @@ use crate::{gold, silver};
 /// at least double what the lake read before).
 pub const BACKFILL_BATCHES: u64 = 4;
 
-/// A backfill's micro-batches take this many times `batch_mb` of input. They only land in
-/// bronze, so a batch holds less per megabyte than a whole micro-batch (bronze, silver and gold):
-/// at scale 100 the backfill peaked at 0.60-0.62 GB with the masters built beside it (a stream of
-/// 64 MB batches peaks at 0.57 GB at scale 10), below the rebuild of silver and gold that
-/// follows. Fewer batches write fewer, larger bronze files (one per date a batch holds), which
-/// silver then reads. Measured at scale 100 (release, 2 cores, alternating; README "By scale"):
-/// 16.4-17.4 s and 24.9-25.2 s of user CPU at 0.70-0.71 GB, against 17.6-18.4 s and
-/// 26.0-26.4 s at 0.71-0.81 GB with batches of `batch_mb`; four times peaked at 0.83 GB.
-pub const BACKFILL_BATCH_FACTOR: u64 = 2;
-
 /// A new run id: UTC start time plus a random suffix, sortable by time.
 pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
@@ -46,8 +36,8 @@ pub fn new_run_id(now: chrono::DateTime<chrono::Utc>) -> String {
 /// 2. silver for them;
 /// 3. on a cluster, or when the unread event files are a large catch-up (see
 ///    [`BACKFILL_BATCHES`]): a backfill, the events landed in bronze micro-batch by micro-batch
-///    (the stream's path, `bronze_only`, batches of [`BACKFILL_BATCH_FACTOR`] times `batch_mb`),
-///    while 1 and 2 run;
+///    (the stream's path, `bronze_only`, batches of `batch_mb` as in a stream, so that memory
+///    follows `batch_mb` whatever the scale), while 1 and 2 run;
 /// 4. after a backfill, or when a master, a setting or the code's tables changed since the last
 ///    run (or on the first run, or with `--full`): silver events, daily features and every gold
 ///    mart rebuilt from bronze ([`rebuild_event_tables`]);
@@ -145,9 +135,7 @@ async fn run_as(
         let started = Instant::now();
         progress.start("usage events to bronze (micro-batches)");
         let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
-        let settings =
-            Settings { batch_bytes: settings.batch_bytes * BACKFILL_BATCH_FACTOR, ..settings.clone() };
-        let streamed = stream::run_locked(&settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+        let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
         progress.done();
         Ok::<_, Error>(Some((streamed, started.elapsed().as_millis() as u64)))
     };

@@ -279,6 +279,31 @@ mod tests {
     }
 
     #[test]
+    fn keys_in_any_order_land_in_their_columns() {
+        let l = read(concat!(
+            r#"{"event_id":"a","timestamp":1755395700000,"value":1.5,"cost":2}"#,
+            "\n",
+            r#"{"cost":2,"x":1,"value":1.5,"timestamp":1755395700000,"event_id":"a"}"#,
+            "\n",
+            r#"{"value":9,"event_id":"a","value":1.5,"timestamp":1755395700000,"cost":2,"x":1}"#,
+            "\n",
+            r#"{"event_id":"b"}"#,
+        ));
+        assert!(l.rejects.is_empty(), "{:?}", l.rejects);
+        let b = &l.batches[0];
+        for (c, column) in COLS.iter().enumerate() {
+            let first = b.column(c).slice(0, 1).to_data();
+            assert_eq!(first, b.column(c).slice(1, 1).to_data(), "{}", column.name);
+            assert_eq!(first, b.column(c).slice(2, 1).to_data(), "{}", column.name);
+        }
+        let extra = b.column_by_name(crate::landing::EXTRA_JSON).unwrap().as_string::<i32>();
+        assert!(extra.is_null(0));
+        assert_eq!((extra.value(1), extra.value(2)), (r#"{"x":1}"#, r#"{"x":1}"#));
+        // Nothing of a line is left for the next one.
+        assert!((1..COLS.len()).all(|c| b.column(c).is_null(3)) && extra.is_null(3));
+    }
+
+    #[test]
     fn uncastable_values_are_counted() {
         let l = read(r#"{"event_id":"a","timestamp":"not a time","value":"n/a","cost":{"x":1}}"#);
         assert_eq!(l.total_cast_failures(), 3);

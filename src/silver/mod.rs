@@ -253,7 +253,7 @@ pub async fn rebuild_events(
 /// about the events of one micro-batch of the default 64 MB, so a rebuild holds what a stream
 /// holds (the daily features are scored in as many buckets of orgs as there are chunks, so
 /// this bounds the scoring too). Measured at scale 100 (release, 2 cores, alternating; README
-/// "By scale"): 0.51-0.56 GB through the rebuild and its gold against 0.64-0.69 GB with chunks
+/// "By scale"): 0.51-0.56 GB through the rebuild and its gold against 0.61-0.69 GB with chunks
 /// of 400,000 events (five dates), for 0.5-1 s more.
 const CHUNK_EVENTS: i64 = 216_000;
 

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 struct Sample {
     wall: Duration,
+    /// CPU time, user and system: the work done, whatever the cores it was spread over.
+    cpu: Duration,
     peak_rss_bytes: u64,
 }
 
@@ -44,7 +46,9 @@ fn run_once(landing: &Path, lake: &Path) -> Sample {
     let wall = started.elapsed();
     assert_eq!(rc, pid, "wait4 failed");
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "cloudlake run failed");
-    Sample { wall, peak_rss_bytes: usage.ru_maxrss as u64 * 1024 }
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = time(usage.ru_utime) + time(usage.ru_stime);
+    Sample { wall, cpu, peak_rss_bytes: usage.ru_maxrss as u64 * 1024 }
 }
 
 /// The binary measured: `CLOUDLAKE_BENCH_BIN`, else the one cargo built with this bench.
@@ -90,37 +94,42 @@ fn main() {
     let scratch = tempfile::tempdir().expect("tempdir");
 
     let mut cold = Vec::new();
+    let mut cpu = Vec::new();
     let mut peak = 0;
     for i in 0..runs {
         let lake = scratch.path().join(format!("lake{i}"));
         let s = run_once(&landing, &lake);
         peak = peak.max(s.peak_rss_bytes);
         cold.push(s.wall);
+        cpu.push(s.cpu);
     }
     let warm = run_once(&landing, &scratch.path().join("lake0"));
 
     let cold_median = median(cold.clone());
     let cold_best = *cold.iter().min().expect("at least one run");
+    let cold_cpu = median(cpu);
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let eps = events as f64 / cold_median.as_secs_f64();
     println!("cloudlake run on {} ({} events, {} cold runs)", landing.display(), events, runs);
     println!(
-        "{:<28} {:>10} {:>10} {:>14} {:>12}",
-        "scenario", "median s", "best s", "events/s", "peak RSS MB"
+        "{:<28} {:>10} {:>10} {:>10} {:>14} {:>12}",
+        "scenario", "median s", "best s", "CPU s", "events/s", "peak RSS MB"
     );
     println!(
-        "{:<28} {:>10.3} {:>10.3} {:>14.0} {:>12.1}",
+        "{:<28} {:>10.3} {:>10.3} {:>10.2} {:>14.0} {:>12.1}",
         "cold (empty lake)",
         cold_median.as_secs_f64(),
         cold_best.as_secs_f64(),
+        cold_cpu.as_secs_f64(),
         eps,
         mb(peak)
     );
     println!(
-        "{:<28} {:>10.3} {:>10.3} {:>14.0} {:>12.1}",
+        "{:<28} {:>10.3} {:>10.3} {:>10.2} {:>14.0} {:>12.1}",
         "warm re-run (all duplicates)",
         warm.wall.as_secs_f64(),
         warm.wall.as_secs_f64(),
+        warm.cpu.as_secs_f64(),
         events as f64 / warm.wall.as_secs_f64(),
         mb(warm.peak_rss_bytes)
     );
@@ -130,9 +139,11 @@ fn main() {
         "runs": runs,
         "cold_median_s": cold_median.as_secs_f64(),
         "cold_best_s": cold_best.as_secs_f64(),
+        "cold_cpu_s": cold_cpu.as_secs_f64(),
         "cold_events_per_s": eps,
         "cold_peak_rss_mb": mb(peak),
         "warm_s": warm.wall.as_secs_f64(),
+        "warm_cpu_s": warm.cpu.as_secs_f64(),
         "warm_peak_rss_mb": mb(warm.peak_rss_bytes),
     });
     save("pipeline.json", &json);
@@ -164,8 +175,8 @@ fn by_scale(scales: &[u32]) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
-        "scale", "events", "JSONL MB", "gen MB/s", "run s", "events/s", "peak RSS MB"
+        "{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "scale", "events", "JSONL MB", "gen MB/s", "run s", "CPU s", "events/s", "peak RSS MB"
     );
     let mut rows = Vec::new();
     for &scale in scales {
@@ -184,29 +195,33 @@ fn by_scale(scales: &[u32]) {
         let jsonl = bytes_under(&landing.join("usage_events_stream"));
         let n = if scale < 10 { runs.max(1) } else { 1 };
         let mut walls = Vec::new();
+        let mut cpus = Vec::new();
         let mut peak = 0;
         for i in 0..n {
             let lake = scratch.path().join(format!("lake{scale}_{i}"));
             let s = run_once(&landing, &lake);
             peak = peak.max(s.peak_rss_bytes);
             walls.push(s.wall);
+            cpus.push(s.cpu);
             let _ = std::fs::remove_dir_all(&lake);
         }
         let wall = median(walls);
+        let cpu = median(cpus);
         let eps = events as f64 / wall.as_secs_f64();
         println!(
-            "{:>6} {:>10} {:>10.1} {:>10.0} {:>10.2} {:>12.0} {:>12.1}",
+            "{:>6} {:>10} {:>10.1} {:>10.0} {:>10.2} {:>10.2} {:>12.0} {:>12.1}",
             scale,
             events,
             mb(jsonl),
             mb(jsonl) / generated.as_secs_f64(),
             wall.as_secs_f64(),
+            cpu.as_secs_f64(),
             eps,
             mb(peak)
         );
         rows.push(serde_json::json!({
             "scale": scale, "events": events, "jsonl_mb": mb(jsonl),
-            "generate_s": generated.as_secs_f64(), "run_s": wall.as_secs_f64(),
+            "generate_s": generated.as_secs_f64(), "run_s": wall.as_secs_f64(), "cpu_s": cpu.as_secs_f64(),
             "events_per_s": eps, "peak_rss_mb": mb(peak), "runs": n,
         }));
         let _ = std::fs::remove_dir_all(&landing);

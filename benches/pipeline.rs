@@ -75,6 +75,15 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Median wall time, median CPU time and the highest peak RSS of some runs (at least one).
+fn summary(runs: &[Sample]) -> (Duration, Duration, u64) {
+    (
+        median(runs.iter().map(|s| s.wall).collect()),
+        median(runs.iter().map(|s| s.cpu).collect()),
+        runs.iter().map(|s| s.peak_rss_bytes).max().unwrap_or(0),
+    )
+}
+
 fn main() {
     // `cargo test --all-targets` runs bench binaries too (without `--bench`): building is the test.
     if !std::env::args().any(|a| a == "--bench") {
@@ -93,21 +102,12 @@ fn main() {
     let events = count_events(&landing);
     let scratch = tempfile::tempdir().expect("tempdir");
 
-    let mut cold = Vec::new();
-    let mut cpu = Vec::new();
-    let mut peak = 0;
-    for i in 0..runs {
-        let lake = scratch.path().join(format!("lake{i}"));
-        let s = run_once(&landing, &lake);
-        peak = peak.max(s.peak_rss_bytes);
-        cold.push(s.wall);
-        cpu.push(s.cpu);
-    }
+    let cold: Vec<Sample> =
+        (0..runs).map(|i| run_once(&landing, &scratch.path().join(format!("lake{i}")))).collect();
     let warm = run_once(&landing, &scratch.path().join("lake0"));
 
-    let cold_median = median(cold.clone());
-    let cold_best = *cold.iter().min().expect("at least one run");
-    let cold_cpu = median(cpu);
+    let (cold_median, cold_cpu, peak) = summary(&cold);
+    let cold_best = cold.iter().map(|s| s.wall).min().expect("at least one run");
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     let eps = events as f64 / cold_median.as_secs_f64();
     println!("cloudlake run on {} ({} events, {} cold runs)", landing.display(), events, runs);
@@ -194,19 +194,15 @@ fn by_scale(scales: &[u32]) {
         let events = count_events(&landing);
         let jsonl = bytes_under(&landing.join("usage_events_stream"));
         let n = if scale < 10 { runs.max(1) } else { 1 };
-        let mut walls = Vec::new();
-        let mut cpus = Vec::new();
-        let mut peak = 0;
-        for i in 0..n {
-            let lake = scratch.path().join(format!("lake{scale}_{i}"));
-            let s = run_once(&landing, &lake);
-            peak = peak.max(s.peak_rss_bytes);
-            walls.push(s.wall);
-            cpus.push(s.cpu);
-            let _ = std::fs::remove_dir_all(&lake);
-        }
-        let wall = median(walls);
-        let cpu = median(cpus);
+        let samples: Vec<Sample> = (0..n)
+            .map(|i| {
+                let lake = scratch.path().join(format!("lake{scale}_{i}"));
+                let s = run_once(&landing, &lake);
+                let _ = std::fs::remove_dir_all(&lake);
+                s
+            })
+            .collect();
+        let (wall, cpu, peak) = summary(&samples);
         let eps = events as f64 / wall.as_secs_f64();
         println!(
             "{:>6} {:>10} {:>10.1} {:>10.0} {:>10.2} {:>10.2} {:>12.0} {:>12.1}",

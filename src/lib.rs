@@ -30,6 +30,7 @@ pub mod generate;
 pub mod gold;
 pub mod lake;
 pub mod landing;
+pub mod parallel;
 pub mod pipeline;
 pub mod quality;
 pub mod quarantine;

@@ -137,53 +137,71 @@ pub async fn apply(
         .map(|(r, a)| RuleOutcome { rule: r.id.to_string(), action: Some(*a), ..Default::default() })
         .collect();
     let mut applied = Applied { input_schema: Some(input_schema), ..Default::default() };
-    for batch in batches {
-        let n = batch.num_rows() as u64;
-        if n == 0 {
-            continue;
+    // Batches are split on every core: copying the rows that stay is most of the work.
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+    for split in crate::parallel::map(&batches, |b| split(b, rules, &actions))? {
+        for (outcome, (checked, violations)) in outcomes.iter_mut().zip(split.counts) {
+            outcome.checked += checked;
+            outcome.violations += violations;
         }
-        let base = batch.num_columns() - rules.len() - 2;
-        let rule_col = batch.column(batch.num_columns() - 1).clone();
-        let stays = is_null(&rule_col)?;
-        let rule_ids = cast(&rule_col, &DataType::Utf8)?;
-        let rule_ids = rule_ids.as_string::<i32>();
-        for (i, (r, a)) in rules.iter().zip(&actions).enumerate() {
-            let v = batch.column(base + i).as_boolean();
-            let (checked, count) = match a {
-                // A quarantined row counts under the first quarantine rule it broke only.
-                Action::Quarantine => (n, rule_ids.iter().filter(|x| *x == Some(r.id)).count() as u64),
-                // Warnings are about the rows that stay in silver.
-                Action::Warn => (stays.true_count() as u64, and(v, &stays)?.true_count() as u64),
-                Action::Fail => (n, v.true_count() as u64),
-            };
-            outcomes[i].checked += checked;
-            outcomes[i].violations += count;
-            if *a == Action::Fail && count > 0 {
-                let row = (0..v.len()).find(|j| v.value(*j)).unwrap_or(0);
-                return Err(Error::RuleFailed {
-                    rule: r.id.to_string(),
-                    source_name: r.id.split('.').next().unwrap_or(r.id).to_string(),
-                    reason: format!("{} ({count} rows; first: {})", r.reason, row_json(&batch, row, base)?),
-                });
-            }
-        }
-        // Drop the per-rule booleans: keep the conformed columns, dq_flags and __rule.
-        let mut keep: Vec<usize> = (0..base).collect();
-        keep.push(batch.num_columns() - 2);
-        keep.push(batch.num_columns() - 1);
-        let batch = batch.project(&keep)?;
-        let q = filter_record_batch(&batch, &not(&stays)?)?;
-        if q.num_rows() > 0 {
-            applied.quarantined.push(q);
-        }
-        let clean = filter_record_batch(&batch, &stays)?;
-        if clean.num_rows() > 0 {
-            let last = clean.num_columns() - 1;
-            applied.clean.push(clean.project(&(0..last).collect::<Vec<_>>())?);
-        }
+        applied.quarantined.extend(split.quarantined);
+        applied.clean.extend(split.clean);
     }
     applied.outcomes = outcomes;
     Ok(applied)
+}
+
+/// One annotated batch of [`apply`], split.
+struct Split {
+    /// (checked, violations) per rule.
+    counts: Vec<(u64, u64)>,
+    quarantined: Option<RecordBatch>,
+    clean: Option<RecordBatch>,
+}
+
+/// Counts a batch's violations (an error for a `fail` rule violated) and splits its rows into
+/// those that stay (with `dq_flags`) and those quarantined (with `__rule` last).
+fn split(batch: &RecordBatch, rules: &[Rule], actions: &[Action]) -> Result<Split> {
+    let n = batch.num_rows() as u64;
+    let base = batch.num_columns() - rules.len() - 2;
+    let rule_col = batch.column(batch.num_columns() - 1).clone();
+    let stays = is_null(&rule_col)?;
+    let rule_ids = cast(&rule_col, &DataType::Utf8)?;
+    let rule_ids = rule_ids.as_string::<i32>();
+    let mut counts = Vec::with_capacity(rules.len());
+    for (i, (r, a)) in rules.iter().zip(actions).enumerate() {
+        let v = batch.column(base + i).as_boolean();
+        let (checked, count) = match a {
+            // A quarantined row counts under the first quarantine rule it broke only.
+            Action::Quarantine => (n, rule_ids.iter().filter(|x| *x == Some(r.id)).count() as u64),
+            // Warnings are about the rows that stay in silver.
+            Action::Warn => (stays.true_count() as u64, and(v, &stays)?.true_count() as u64),
+            Action::Fail => (n, v.true_count() as u64),
+        };
+        if *a == Action::Fail && count > 0 {
+            let row = (0..v.len()).find(|j| v.value(*j)).unwrap_or(0);
+            return Err(Error::RuleFailed {
+                rule: r.id.to_string(),
+                source_name: r.id.split('.').next().unwrap_or(r.id).to_string(),
+                reason: format!("{} ({count} rows; first: {})", r.reason, row_json(batch, row, base)?),
+            });
+        }
+        counts.push((checked, count));
+    }
+    // Drop the per-rule booleans: keep the conformed columns, dq_flags and __rule.
+    let mut keep: Vec<usize> = (0..base).collect();
+    keep.push(batch.num_columns() - 2);
+    keep.push(batch.num_columns() - 1);
+    let batch = batch.project(&keep)?;
+    let q = filter_record_batch(&batch, &not(&stays)?)?;
+    let clean = filter_record_batch(&batch, &stays)?;
+    let clean = if clean.num_rows() > 0 {
+        let last = clean.num_columns() - 1;
+        Some(clean.project(&(0..last).collect::<Vec<_>>())?)
+    } else {
+        None
+    };
+    Ok(Split { counts, quarantined: (q.num_rows() > 0).then_some(q), clean })
 }
 
 /// One row as a JSON object (columns before `upto`), for messages and quarantine records.

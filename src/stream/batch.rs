@@ -156,30 +156,14 @@ pub(crate) async fn dedup(
 ) -> Result<(Vec<RecordBatch>, u64)> {
     let before: usize = rows.iter().map(|b| b.num_rows()).sum();
     let rows = first_per_key(rows, &[EVENT_ID])?;
-    // Per row: keep (Some(true)), drop (Some(false)), or ask bronze (None).
+    // Per row: keep (Some(true)), drop (Some(false)), or ask bronze (None). The batches (one per
+    // landing file) are checked on every core: each check probes a large hash set.
+    let checked = crate::parallel::map(&rows, |b| check_rows(state, b))?;
     let mut verdicts: Vec<Vec<Option<bool>>> = Vec::with_capacity(rows.len());
     let mut ask: Vec<(String, Option<i32>)> = Vec::new();
-    for b in &rows {
-        let ids = cast(b.column_by_name(EVENT_ID).ok_or_else(no_col)?, &DataType::Utf8)?;
-        let ids = ids.as_string::<i32>();
-        let ts = b.column_by_name(EVENT_TS).ok_or_else(no_col)?.as_primitive::<TimestampMicrosecondType>();
-        let dates = b
-            .column_by_name("event_date")
-            .ok_or_else(no_col)?
-            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-        let mut v = Vec::with_capacity(b.num_rows());
-        for i in 0..b.num_rows() {
-            let t = ts.is_valid(i).then(|| ts.value(i));
-            let date = dates.is_valid(i).then(|| dates.value(i));
-            match state.check(ids.value(i), t, date) {
-                Some(seen) => v.push(Some(!seen)),
-                None => {
-                    v.push(None);
-                    ask.push((ids.value(i).to_string(), date));
-                }
-            }
-        }
-        verdicts.push(v);
+    for c in checked {
+        verdicts.push(c.verdicts);
+        ask.extend(c.ask);
     }
     let existing = existing_ids(env, ask).await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -198,6 +182,35 @@ pub(crate) async fn dedup(
     }
     let after: usize = out.iter().map(|b| b.num_rows()).sum();
     Ok((out, (before - after) as u64))
+}
+
+/// One batch's verdicts against the state, and the rows only bronze can tell about.
+struct Checked {
+    verdicts: Vec<Option<bool>>,
+    ask: Vec<(String, Option<i32>)>,
+}
+
+fn check_rows(state: &EventState, b: &RecordBatch) -> Result<Checked> {
+    let ids = cast(b.column_by_name(EVENT_ID).ok_or_else(no_col)?, &DataType::Utf8)?;
+    let ids = ids.as_string::<i32>();
+    let ts = b.column_by_name(EVENT_TS).ok_or_else(no_col)?.as_primitive::<TimestampMicrosecondType>();
+    let dates = b
+        .column_by_name("event_date")
+        .ok_or_else(no_col)?
+        .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+    let mut out = Checked { verdicts: Vec::with_capacity(b.num_rows()), ask: Vec::new() };
+    for i in 0..b.num_rows() {
+        let t = ts.is_valid(i).then(|| ts.value(i));
+        let date = dates.is_valid(i).then(|| dates.value(i));
+        match state.check(ids.value(i), t, date) {
+            Some(seen) => out.verdicts.push(Some(!seen)),
+            None => {
+                out.verdicts.push(None);
+                out.ask.push((ids.value(i).to_string(), date));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn no_col() -> crate::Error {

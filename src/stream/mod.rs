@@ -548,8 +548,19 @@ pub async fn run_locked(
                 _ => Ok::<_, Error>(None),
             }
         };
+        // The state takes in the batch's ids on a thread of its own meanwhile: hashing a few
+        // hundred thousand ids is work for one core, which the commit leaves partly idle. Nothing
+        // reads the state before the commit ends, and an error ends the stream.
+        let absorbing = {
+            let mut taken = std::mem::replace(&mut state, EventState::new(cfg.allowed_lateness));
+            let rows = new_rows.clone();
+            tokio::task::spawn_blocking(move || taken.absorb(&rows, now_micros).map(|()| taken))
+        };
         let down_started = Instant::now();
         let (m, ahead) = futures::future::join(work.instrument(span.clone()), prefetch).await;
+        state = absorbing
+            .await
+            .map_err(|e| Error::Internal(format!("the stream state's update panicked: {e}")))??;
         let mut m = m?;
         let downstream_ms = down_started.elapsed().as_millis() as u64;
         // A failed read ahead is only logged: the next batch plans and reads again (and fails
@@ -559,7 +570,6 @@ pub async fn run_locked(
             None
         });
         let bronze_ms = m.bronze.millis;
-        state.absorb(&new_rows, now_micros)?;
         let mut gold_ms = 0;
         if !options.bronze_only {
             cp.mark_silver(next)?;

@@ -113,8 +113,18 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut values = vec![Scalar::Null; self.columns.len()];
         let mut extra = serde_json::Map::new();
+        // Feeds write the declared fields in order: each key is first looked for right after
+        // the previous one.
+        let mut next = 0;
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
-            match self.columns.iter().position(|c| c.name == key) {
+            let found = match self.columns.get(next) {
+                Some(c) if c.name == key => Some(next),
+                _ => self.columns.iter().position(|c| c.name == key),
+            };
+            if let Some(i) = found {
+                next = i + 1;
+            }
+            match found {
                 Some(i) => {
                     values[i] = scalar(map.next_value::<&'de RawValue>()?).map_err(de::Error::custom)?
                 }

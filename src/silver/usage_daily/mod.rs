@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
+    UInt32Array,
 };
 use datafusion::arrow::compute::{
-    SortColumn, SortOptions, cast, concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch,
+    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::FileReader;
@@ -160,15 +161,12 @@ fn split_by_org(batch: &RecordBatch, count: usize) -> Result<Vec<RecordBatch>> {
     }
     let org = cast(batch.column(0), &DataType::Utf8)?;
     let org = org.as_string::<i32>();
-    let of: Vec<usize> = (0..batch.num_rows())
-        .map(|i| xxhash_rust::xxh3::xxh3_64(org.value(i).as_bytes()) as usize % count)
-        .collect();
-    (0..count)
-        .map(|k| {
-            let keep: BooleanArray = of.iter().map(|&b| Some(b == k)).collect();
-            Ok(filter_record_batch(batch, &keep)?)
-        })
-        .collect()
+    // The rows of each part, gathered in one pass (a filter per part would read them all each time).
+    let mut rows: Vec<Vec<u32>> = vec![Vec::with_capacity(batch.num_rows() / count + 1); count];
+    for i in 0..batch.num_rows() {
+        rows[xxhash_rust::xxh3::xxh3_64(org.value(i).as_bytes()) as usize % count].push(i as u32);
+    }
+    rows.into_iter().map(|r| Ok(take_record_batch(batch, &UInt32Array::from(r))?)).collect()
 }
 
 /// The daily features of a rebuild written to local files, a file per bucket of orgs, as the

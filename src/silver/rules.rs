@@ -137,9 +137,10 @@ pub async fn apply(
         .map(|(r, a)| RuleOutcome { rule: r.id.to_string(), action: Some(*a), ..Default::default() })
         .collect();
     let mut applied = Applied { input_schema: Some(input_schema), ..Default::default() };
-    // Batches are split on every core: copying the rows that stay is most of the work.
+    // Batches are split on every core (copying the rows that stay is most of the work), each
+    // let go once split.
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
-    for split in crate::parallel::map(&batches, |b| split(b, rules, &actions))? {
+    for split in crate::parallel::map(batches, |b| split(&b, rules, &actions))? {
         for (outcome, (checked, violations)) in outcomes.iter_mut().zip(split.counts) {
             outcome.checked += checked;
             outcome.violations += violations;

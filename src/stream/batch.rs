@@ -158,7 +158,7 @@ pub(crate) async fn dedup(
     let rows = first_per_key(rows, &[EVENT_ID])?;
     // Per row: keep (Some(true)), drop (Some(false)), or ask bronze (None). The batches (one per
     // landing file) are checked on every core: each check probes a large hash set.
-    let checked = crate::parallel::map(&rows, |b| check_rows(state, b))?;
+    let checked = crate::parallel::map(rows.iter().collect(), |b| check_rows(state, b))?;
     let mut verdicts: Vec<Vec<Option<bool>>> = Vec::with_capacity(rows.len());
     let mut ask: Vec<(String, Option<i32>)> = Vec::new();
     for c in checked {

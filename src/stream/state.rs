@@ -99,19 +99,18 @@ impl SeenIds {
         })
     }
 
-    fn insert(&mut self, date: Option<i32>, hash: u64) {
+    /// Adds the hashes of ids of one date.
+    fn insert_all(&mut self, date: Option<i32>, hashes: &[u64]) {
         match date {
             Some(d) if self.holds(date) => {
-                self.dated.entry(d).or_default().insert(hash);
+                self.dated.entry(d).or_default().extend(hashes.iter().copied());
             }
             Some(d) => {
                 if let Some(filter) = self.gone.get_mut(&d) {
-                    filter.insert(&hash);
+                    hashes.iter().for_each(|h| filter.insert(h));
                 }
             }
-            None => {
-                self.undated.insert(hash);
-            }
+            None => self.undated.extend(hashes.iter().copied()),
         }
     }
 
@@ -274,10 +273,16 @@ impl EventState {
         };
         let ids = datafusion::arrow::compute::cast(ids, &datafusion::arrow::datatypes::DataType::Utf8)?;
         let dates = dates.as_primitive::<Date32Type>();
+        // Gathered by date first, then inserted a date at a time: a date's set then stays in
+        // the cache, where a batch of unordered events would touch every date's set in turn.
+        let mut by_date: HashMap<Option<i32>, Vec<u64>> = HashMap::new();
         for (id, d) in ids.as_string::<i32>().iter().zip(dates.iter()) {
             if let Some(id) = id {
-                self.seen.insert(d, id_hash(id));
+                by_date.entry(d).or_default().push(id_hash(id));
             }
+        }
+        for (d, hashes) in by_date {
+            self.seen.insert_all(d, &hashes);
         }
         Ok(())
     }

@@ -17,7 +17,8 @@
 //! - [`stream`]: usage events in exactly-once micro-batches from files or Kafka (`run` uses it);
 //! - [`cluster`]: silver and gold on a DataFusion Ballista cluster (`run --ballista`);
 //! - [`pipeline`]: `cloudlake run` as a library call; [`report`]: the run report;
-//! - [`config`]: flags, environment, TOML; [`error`]: the one error type.
+//! - [`config`]: flags, environment, TOML; [`error`]: the one error type;
+//! - [`parallel`]: CPU-bound work over a few batches on every core.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

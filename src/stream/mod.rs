@@ -558,10 +558,11 @@ pub async fn run_locked(
         };
         let down_started = Instant::now();
         let (m, ahead) = futures::future::join(work.instrument(span.clone()), prefetch).await;
-        state = absorbing
-            .await
-            .map_err(|e| Error::Internal(format!("the stream state's update panicked: {e}")))??;
+        let absorbed = absorbing.await;
+        // The commit's error first, when there is one: it is the cause.
         let mut m = m?;
+        state =
+            absorbed.map_err(|e| Error::Internal(format!("the stream state's update panicked: {e}")))??;
         let downstream_ms = down_started.elapsed().as_millis() as u64;
         // A failed read ahead is only logged: the next batch plans and reads again (and fails
         // then if the source is really gone), while this one is complete.

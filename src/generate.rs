@@ -20,7 +20,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{Duration, NaiveDate};
@@ -203,32 +202,10 @@ pub fn generate_over(scale: u32, out: &Path, seed: u64, period: Period) -> Resul
 
     let events_started = Instant::now();
     let per_file = EVENTS_PER_SCALE as usize * n * period.days as usize / DAYS as usize / EVENT_FILES;
-    let next = AtomicUsize::new(0);
-    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(2);
-    let bytes: Vec<Result<u64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut total = 0u64;
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= EVENT_FILES {
-                            return Ok(total);
-                        }
-                        total += write_event_file(&events_dir, i, per_file, &masters, seed, period)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a generator thread panicked".into()))))
-            .collect()
-    });
-    let mut event_bytes = 0;
-    for b in bytes {
-        event_bytes += b?;
-    }
+    let files = (0..EVENT_FILES).collect();
+    let bytes =
+        crate::parallel::map(files, |i| write_event_file(&events_dir, i, per_file, &masters, seed, period))?;
+    let event_bytes = bytes.iter().sum();
     Ok(GenerateReport {
         out: out.to_path_buf(),
         scale,

@@ -1,42 +1,57 @@
-//! CPU-bound work over a few independent items (landing files' batches, a query's output
-//! batches) spread over the cores with scoped threads, in input order.
+//! CPU-bound work over independent items (landing files, Kafka pieces, a query's output
+//! batches, buckets of series) spread over the cores with scoped threads.
+
+use std::sync::Mutex;
 
 use crate::{Error, Result};
 
-/// `f` over every item, on as many threads as cores (at most one per item), in input order.
-/// Each item is dropped once `f` is done with it. The first error (in input order) is returned.
+/// `f` over every item, on as many threads as cores (at most one per item), results in input
+/// order. Each thread takes the next item when it is done with one, so items of uneven cost
+/// (files of different sizes) still keep every core busy; each item is dropped once `f` is done
+/// with it. Returns the first error in input order; a thread stops at its first error.
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Result<R> + Sync) -> Result<Vec<R>> {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    if items.len() < 2 || cores < 2 {
+    let threads = cores.min(items.len());
+    if threads < 2 {
         return items.into_iter().map(f).collect();
     }
-    let per_thread = items.len().div_ceil(cores.min(items.len()));
-    let mut parts: Vec<Vec<T>> = Vec::new();
-    let mut rest = items.into_iter();
-    loop {
-        let part: Vec<T> = rest.by_ref().take(per_thread).collect();
-        if part.is_empty() {
-            break;
-        }
-        parts.push(part);
-    }
-    let done: Vec<Result<Vec<R>>> = std::thread::scope(|scope| {
-        let f = &f;
-        let handles: Vec<_> = parts
-            .into_iter()
-            .map(|part| scope.spawn(move || part.into_iter().map(f).collect::<Result<Vec<R>>>()))
+    let queue = Mutex::new(items.into_iter().enumerate());
+    // Taking the next item cannot panic, so no thread leaves the lock poisoned while taking one.
+    let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+    let done: Vec<Result<Done<R>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    while let Some((i, item)) = next() {
+                        let r = f(item);
+                        let failed = r.is_err();
+                        mine.push((i, r));
+                        if failed {
+                            break;
+                        }
+                    }
+                    mine
+                })
+            })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Internal("a worker thread panicked".into()))))
+            .map(|h| h.join().map_err(|_| Error::Internal("a worker thread panicked".into())))
             .collect()
     });
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     for part in done {
-        out.extend(part?);
+        all.extend(part?);
     }
-    Ok(out)
+    // Items are taken in input order, so an item left undone lies after some error, which
+    // comes first here.
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
 }
+
+/// One thread's results, each with its item's index.
+type Done<R> = Vec<(usize, Result<R>)>;
 
 #[cfg(test)]
 mod tests {

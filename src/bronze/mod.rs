@@ -24,7 +24,6 @@ pub mod users;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use datafusion::arrow::array::RecordBatch;
@@ -246,37 +245,10 @@ fn micro_batches(files: &[PathBuf], max_bytes: u64) -> Result<Vec<&[PathBuf]>> {
 
 /// Reads files in parallel (one thread per core) and merges their yields in file order.
 pub fn read_files(landing: &Path, source: &Source, files: &[PathBuf], meta: &IngestMeta) -> Result<Landed> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(files.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Vec<Result<Vec<(usize, Landed)>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(path) = files.get(i) else { break };
-                        mine.push((i, read_file(landing, source, path, meta)?));
-                    }
-                    Ok(mine)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| Err(Error::Internal("a landing reader thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut all: Vec<(usize, Landed)> = Vec::with_capacity(files.len());
-    for r in results {
-        all.extend(r?);
-    }
-    all.sort_by_key(|(i, _)| *i);
+    let parts = crate::parallel::map(files.iter().collect(), |path| read_file(landing, source, path, meta))?;
     let mut landed = Landed::default();
-    for (_, l) in all {
-        landed.absorb(l);
+    for part in parts {
+        landed.absorb(part);
     }
     Ok(landed)
 }

@@ -149,29 +149,14 @@ impl KafkaSource {
                         .map(move |(before, piece)| (name.clone(), start - 1 + before, piece))
                 })
                 .collect();
-            let parsed: Vec<Result<Landed>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = pieces
-                    .iter()
-                    .map(|(name, shift, piece)| {
-                        let meta = &meta;
-                        scope.spawn(move || {
-                            let mut part = bronze::land_bytes(&usage_events::SOURCE, piece, name, meta)?;
-                            shift_lines(&mut part, *shift)?;
-                            Ok(part)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(Error::Internal("a Kafka parse thread panicked".into())))
-                    })
-                    .collect()
-            });
+            let parsed = crate::parallel::map(pieces, |(name, shift, piece)| {
+                let mut part = bronze::land_bytes(&usage_events::SOURCE, piece, &name, &meta)?;
+                shift_lines(&mut part, shift)?;
+                Ok(part)
+            })?;
             let mut landed = Landed::default();
             for part in parsed {
-                landed.absorb(part?);
+                landed.absorb(part);
             }
             Ok(landed)
         })

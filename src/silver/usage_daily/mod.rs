@@ -267,26 +267,16 @@ fn score_bucket(cfg: &AnomalyConfig, schema: &SchemaRef, part: Vec<RecordBatch>)
     }
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
     let share = bounds.len().div_ceil(cores).max(1);
-    let scores: Vec<Score> = std::thread::scope(|scope| {
-        let handles: Vec<_> = bounds
-            .chunks(share)
-            .map(|part| {
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    for &(start, end) in part {
-                        let days: Vec<(i32, f64)> =
-                            (start..end).map(|i| (date.value(i), cost.value(i) as f64 / scale)).collect();
-                        out.extend(score_series(&days, cfg));
-                    }
-                    out
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    });
-    if scores.len() != n {
-        return Err(crate::Error::Internal("a daily scoring thread failed".into()));
-    }
+    let parts = crate::parallel::map(bounds.chunks(share).collect(), |part| {
+        let mut out = Vec::new();
+        for &(start, end) in part {
+            let days: Vec<(i32, f64)> =
+                (start..end).map(|i| (date.value(i), cost.value(i) as f64 / scale)).collect();
+            out.extend(score_series(&days, cfg));
+        }
+        Ok(out)
+    })?;
+    let scores: Vec<Score> = parts.into_iter().flatten().collect();
     let mut columns: Vec<ArrayRef> = features.columns().to_vec();
     columns.extend(score_columns(&scores)?.into_iter().map(|(_, a)| a));
     Ok(RecordBatch::try_new(schema.clone(), columns)?)

@@ -455,23 +455,10 @@ impl DailySeries {
         let keys: Vec<&Key> = self.series.keys().collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let share = keys.len().div_ceil(cores).max(1);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                keys.chunks(share)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            self.batch(part.iter().flat_map(|key| {
-                                self.series[*key].iter().map(move |(d, day)| (*key, *d, day))
-                            }))
-                        })
-                    })
-                    .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| Err(Error::Internal("a daily batch thread panicked".into())))
-                })
-                .collect()
+        crate::parallel::map(keys.chunks(share).collect(), |part| {
+            self.batch(
+                part.iter().flat_map(|key| self.series[*key].iter().map(move |(d, day)| (*key, *d, day))),
+            )
         })
     }
 

@@ -18,7 +18,7 @@
 //! - [`cluster`]: silver and gold on a DataFusion Ballista cluster (`run --ballista`);
 //! - [`pipeline`]: `cloudlake run` as a library call; [`report`]: the run report;
 //! - [`config`]: flags, environment, TOML; [`error`]: the one error type;
-//! - [`parallel`]: CPU-bound work over a few batches on every core.
+//! - [`parallel`]: CPU-bound work over independent items on every core.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

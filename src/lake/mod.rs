@@ -12,6 +12,7 @@
 //! ([`Lake::append_new_rows`]), which makes re-runs and replays idempotent.
 
 pub mod maintain;
+mod partitioned;
 pub mod upsert;
 
 use std::path::{Path, PathBuf};
@@ -440,6 +441,35 @@ impl Lake {
             None => DeltaTable::try_from_url(self.table_url(layer, name)?)
                 .await
                 .map_err(|e| Error::delta(qualified(layer, name), e))?,
+        };
+        // An append to an existing partitioned table groups its rows here (see
+        // `partitioned`); anything else goes through delta-rs's write.
+        let input = match input {
+            WriteInput::Batches(batches) if mode == SaveMode::Append => {
+                let eligible =
+                    batches.first().and_then(|b| partitioned::eligible(&table, &b.schema(), partitions));
+                match eligible {
+                    Some(table_schema) => {
+                        let properties = writer_properties(&table_schema, &unique_text(&batches[0]));
+                        let commit = txn.map(Txn::commit_properties).unwrap_or_default();
+                        let qualified = qualified(layer, name);
+                        let table = partitioned::append(
+                            &qualified,
+                            &table,
+                            table_schema,
+                            batches,
+                            partitions,
+                            properties,
+                            commit,
+                        )
+                        .await?;
+                        self.handles.keep(layer, name, &table);
+                        return Ok(table);
+                    }
+                    None => WriteInput::Batches(batches),
+                }
+            }
+            input => input,
         };
         let (write, properties) = match input {
             WriteInput::Batches(batches) => {

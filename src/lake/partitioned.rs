@@ -1,0 +1,446 @@
+//! Appends to a partitioned table, one file per partition value, on every core.
+//!
+//! delta-rs's `write` runs its input through DataFusion: it hash-repartitions the rows by their
+//! partition columns (a copy of every row), then each writer sorts every batch it gets by
+//! partition value and copies it again, a few rows per partition at a time. A micro-batch of
+//! events holds every date of the feed, so it paid both copies and thousands of small writes.
+//! Here each batch's rows are put in partition order once (one `take`, none when they are in
+//! order already, as a silver chunk's are), and the partitions are dealt, by rows, to as many
+//! delta-rs `DeltaWriter`s as there are cores, each on a task of its own, which write each
+//! partition's slices into its file. The files, their statistics and the commit (with its
+//! application transactions and metrics) are the ones delta-rs's own write makes; anything
+//! this path does not handle (a new table, an overwrite, other column types) goes through
+//! delta-rs's write.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::parquet::file::properties::WriterProperties;
+use deltalake::DeltaTable;
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::scalars::ScalarExt;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, PROTOCOL};
+use deltalake::operations::write::configs::WriterStatsConfig;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::table::config::TablePropertiesExt;
+use indexmap::IndexMap;
+
+use crate::{Error, Result};
+
+/// The table's own Arrow schema when `schema`'s batches can be appended to it here: the table
+/// is partitioned by exactly `partitions`, holds the same columns with the same types, and
+/// uses no feature this path does not write (column mapping, constraints, generated columns,
+/// or anything the protocol would refuse). `None`: let delta-rs's write do it.
+pub(super) fn eligible(table: &DeltaTable, schema: &SchemaRef, partitions: &[&str]) -> Option<SchemaRef> {
+    let state = table.snapshot().ok()?;
+    let metadata = state.metadata();
+    if partitions.is_empty()
+        || metadata.partition_columns().iter().map(String::as_str).ne(partitions.iter().copied())
+    {
+        return None;
+    }
+    let config = metadata.configuration();
+    if config.keys().any(|k| k.starts_with("delta.constraints.") || k == "delta.columnMapping.mode") {
+        return None;
+    }
+    PROTOCOL.can_write_to(state).ok()?;
+    let table_schema = state.snapshot().arrow_schema();
+    let same = table_schema.fields().len() == schema.fields().len()
+        && table_schema.fields().iter().zip(schema.fields()).all(|(t, s)| {
+            t.name() == s.name()
+                && same_type(t.data_type(), s.data_type())
+                && !t.metadata().contains_key("delta.generationExpression")
+        });
+    same.then_some(table_schema)
+}
+
+/// Whether a column of type `ours` goes into a table column of type `table`: the same type, or
+/// text in another layout (a query reading Parquet gives `Utf8View` where tables hold `Utf8`).
+fn same_type(table: &DataType, ours: &DataType) -> bool {
+    table == ours || (table.is_string() && ours.is_string())
+}
+
+/// `batch` with the table's schema, its text cast to the table's layout where it differs.
+fn conform(batch: RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(table_schema.fields())
+        .map(|(column, field)| match column.data_type() == field.data_type() {
+            true => Ok(column.clone()),
+            false => cast(column, field.data_type()),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(table_schema.clone(), columns)?)
+}
+
+/// Appends `batches` (of the table's columns, see [`eligible`]) to `table` (named `qualified`
+/// in errors) in one commit recording `properties` (its application transactions and
+/// metadata). Returns the table at the new version. With no rows the commit still happens, for
+/// the transactions it records.
+pub(super) async fn append(
+    qualified: &str,
+    table: &DeltaTable,
+    table_schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    partitions: &[&str],
+    writer_properties: WriterProperties,
+    properties: CommitProperties,
+) -> Result<DeltaTable> {
+    let delta = |e| Error::delta(qualified, e);
+    let started = Instant::now();
+    let state = table.snapshot().map_err(delta)?.clone();
+    // The table's schema (nullability and metadata included) for the files, as delta-rs's
+    // write casts to it.
+    let batches = batches
+        .into_iter()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| conform(b, &table_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let columns: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+    let groups = group_rows(&batches, partitions)?;
+    let values = groups
+        .first_rows
+        .iter()
+        .map(|&(b, row)| partition_values(&batches[b], &columns, row))
+        .collect::<Result<Vec<IndexMap<String, _>>>>()?;
+    let sizes = groups.sizes.clone();
+    let count = sizes.len();
+    // One copy of the rows, each batch's in group order, on every core.
+    let work: Vec<_> = batches.into_iter().zip(groups.ids).collect();
+    let sorted = Arc::new(crate::parallel::map(work, |(batch, ids)| sort_by_group(batch, &ids, count))?);
+    let values = Arc::new(values);
+    let table_config = state.snapshot().table_configuration();
+    let stats = WriterStatsConfig::from_config(table_config);
+    let config = WriterConfig::new(
+        table_schema.clone(),
+        columns.clone(),
+        Some(writer_properties),
+        Some(state.table_config().target_file_size()),
+        None,
+        stats.num_indexed_cols,
+        stats.stats_columns,
+    );
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let mut tasks = Vec::new();
+    for share in share_out(&sizes, workers) {
+        let (store, config) = (table.object_store(), config.clone());
+        let (sorted, values) = (sorted.clone(), values.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut writer = DeltaWriter::new(store, config);
+            for g in share {
+                for part in sorted.iter() {
+                    let Some(range) = part.ranges[g].clone() else { continue };
+                    let slice = part.batch.slice(range.start, range.len());
+                    if let Err(e) = writer.write_partition(slice, &values[g]).await {
+                        let _ = writer.abort().await;
+                        return Err(e);
+                    }
+                }
+            }
+            writer.close().await
+        }));
+    }
+    // Every task ends before an error returns: no file is written after it.
+    let mut adds = Vec::new();
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(written)) => adds.extend(written),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(delta(e));
+            }
+            Err(e) => {
+                first_error.get_or_insert(Error::task("a file writer", e));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    adds.sort_by(|a, b| a.path.cmp(&b.path));
+    let metrics = serde_json::json!({
+        "num_added_files": adds.len(),
+        "num_removed_files": 0,
+        "num_partitions": 0,
+        "num_added_rows": rows,
+        "execution_time_ms": started.elapsed().as_millis() as u64,
+    });
+    let operation =
+        DeltaOperation::Write { mode: SaveMode::Append, partition_by: Some(columns), predicate: None };
+    let commit = CommitBuilder::from(properties.with_metadata([("operationMetrics".to_string(), metrics)]))
+        .with_actions(adds.into_iter().map(deltalake::kernel::Action::Add).collect())
+        .build(Some(&state), table.log_store(), operation)
+        .await
+        .map_err(delta)?;
+    let mut table = table.clone();
+    table.state = Some(commit.snapshot());
+    Ok(table)
+}
+
+/// The rows of `batches` by partition value: groups numbered in order of first appearance.
+struct Groups {
+    /// Per batch, the group of each row.
+    ids: Vec<Vec<u32>>,
+    /// Per group, its first row: `(batch, row)`.
+    first_rows: Vec<(usize, usize)>,
+    /// Per group, its rows.
+    sizes: Vec<usize>,
+}
+
+/// Numbers every row of `batches` by its partition values.
+fn group_rows(batches: &[RecordBatch], partitions: &[&str]) -> Result<Groups> {
+    let mut groups =
+        Groups { ids: Vec::with_capacity(batches.len()), first_rows: Vec::new(), sizes: Vec::new() };
+    let Some(first) = batches.first() else { return Ok(groups) };
+    let schema = first.schema();
+    let index: Vec<usize> =
+        partitions.iter().map(|p| schema.index_of(p)).collect::<std::result::Result<_, _>>()?;
+    let converter = RowConverter::new(
+        index.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect(),
+    )?;
+    let mut by_key: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState> = HashMap::default();
+    for (b, batch) in batches.iter().enumerate() {
+        let keys =
+            converter.convert_columns(&index.iter().map(|&i| batch.column(i).clone()).collect::<Vec<_>>())?;
+        let mut ids = Vec::with_capacity(batch.num_rows());
+        // Rows often repeat the previous row's key: it is looked up only when it changes.
+        let mut last: Option<(usize, u32)> = None;
+        for row in 0..batch.num_rows() {
+            let key = keys.row(row);
+            let g = match last {
+                Some((prev, g)) if keys.row(prev) == key => g,
+                _ => *by_key.entry(key.as_ref().into()).or_insert_with(|| {
+                    groups.first_rows.push((b, row));
+                    groups.sizes.push(0);
+                    (groups.sizes.len() - 1) as u32
+                }),
+            };
+            groups.sizes[g as usize] += 1;
+            ids.push(g);
+            last = Some((row, g));
+        }
+        groups.ids.push(ids);
+    }
+    Ok(groups)
+}
+
+/// A batch's rows in group order (input order within a group), with each group's range.
+struct Sorted {
+    batch: RecordBatch,
+    ranges: Vec<Option<std::ops::Range<usize>>>,
+}
+
+/// Orders `batch`'s rows by their group `ids` (a counting sort, then one `take`; none when
+/// they are in order already).
+fn sort_by_group(batch: RecordBatch, ids: &[u32], groups: usize) -> Result<Sorted> {
+    let mut starts = vec![0usize; groups + 1];
+    for &g in ids {
+        starts[g as usize + 1] += 1;
+    }
+    for g in 0..groups {
+        starts[g + 1] += starts[g];
+    }
+    let ranges = (0..groups).map(|g| (starts[g] < starts[g + 1]).then(|| starts[g]..starts[g + 1])).collect();
+    if ids.is_sorted() {
+        return Ok(Sorted { batch, ranges });
+    }
+    let mut next = starts;
+    let mut order = vec![0u32; ids.len()];
+    for (row, &g) in ids.iter().enumerate() {
+        order[next[g as usize]] = row as u32;
+        next[g as usize] += 1;
+    }
+    let batch = take_record_batch(&batch, &UInt32Array::from(order))?;
+    Ok(Sorted { batch, ranges })
+}
+
+/// Deals the groups (given by their sizes) to at most `workers` shares of about equal rows:
+/// largest first, each to the lightest share; a share's groups in their own order.
+fn share_out(sizes: &[usize], workers: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(sizes[g]));
+    let mut load = vec![0usize; workers.clamp(1, sizes.len().max(1))];
+    let mut shares: Vec<Vec<usize>> = vec![Vec::new(); load.len()];
+    for g in order {
+        let lightest = (0..load.len()).min_by_key(|&w| load[w]).unwrap_or(0);
+        load[lightest] += sizes[g];
+        shares[lightest].push(g);
+    }
+    shares.retain(|s| !s.is_empty());
+    for share in &mut shares {
+        share.sort_unstable();
+    }
+    shares
+}
+
+/// The partition values of `batch`'s `row`, as delta-rs keys its files.
+fn partition_values<S: ScalarExt>(
+    batch: &RecordBatch,
+    columns: &[String],
+    row: usize,
+) -> Result<IndexMap<String, S>> {
+    columns
+        .iter()
+        .map(|c| {
+            let value = batch
+                .column_by_name(c)
+                .and_then(|column| S::from_array(column.as_ref() as &dyn Array, row))
+                .ok_or_else(|| {
+                    Error::Internal(format!("partition column {c} has no value to key a file by"))
+                })?;
+            Ok((c.clone(), value))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{AsArray, Date32Array, Int64Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    fn batch(dates: &[i32], ids: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(Date32Array::from(dates.to_vec()))],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_are_grouped_by_partition_in_input_order() {
+        let batches = vec![batch(&[3, 1, 3, 2, 1], &[0, 1, 2, 3, 4]), batch(&[2, 2, 5], &[5, 6, 7])];
+        let groups = group_rows(&batches, &["d"]).unwrap();
+        assert_eq!(groups.ids, vec![vec![0, 1, 0, 2, 1], vec![2, 2, 3]]);
+        assert_eq!(groups.first_rows, vec![(0, 0), (0, 1), (0, 3), (1, 2)]);
+        assert_eq!(groups.sizes, vec![2, 2, 3, 1]);
+        let sorted = sort_by_group(batches[0].clone(), &groups.ids[0], 4).unwrap();
+        let ids: Vec<i64> = sorted.batch.column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(ids, vec![0, 2, 1, 4, 3]);
+        assert_eq!(sorted.ranges, vec![Some(0..2), Some(2..4), Some(4..5), None]);
+        // Already in group order: no copy, the same rows.
+        let sorted = sort_by_group(batches[1].clone(), &groups.ids[1], 4).unwrap();
+        assert_eq!(sorted.ranges, vec![None, None, Some(0..2), Some(2..3)]);
+    }
+
+    /// Appends land one file per date with the rows, partition values, statistics, transaction
+    /// and metrics delta-rs's own write gives; text read back from Parquet (`Utf8View`) goes in
+    /// as the table's `Utf8`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_append_writes_a_file_per_partition_value_in_one_commit() {
+        use crate::lake::{Lake, Layer, Txn, session};
+        use datafusion::arrow::array::{StringArray, StringViewArray};
+        use futures::TryStreamExt;
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        let rows = |ids: &[i64], dates: &[i32]| {
+            let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(ids.to_vec())),
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(Date32Array::from(dates.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        lake.overwrite(Layer::Bronze, "t", vec![rows(&[0], &[20_000])], schema.clone(), &["d"])
+            .await
+            .unwrap();
+        let table = lake.open(Layer::Bronze, "t").await.unwrap().unwrap();
+        assert!(eligible(&table, &schema, &["d"]).is_some());
+        assert!(eligible(&table, &schema, &[]).is_none());
+        // Rows of three dates, unordered, over two batches; the second's text as views.
+        let second = rows(&[4, 5], &[20_001, 20_002]);
+        let views: StringViewArray = second.column(1).as_string::<i32>().iter().collect();
+        let view_schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8View, true),
+            Field::new("d", DataType::Date32, true),
+        ]));
+        let second = RecordBatch::try_new(
+            view_schema.clone(),
+            vec![second.column(0).clone(), Arc::new(views), second.column(2).clone()],
+        )
+        .unwrap();
+        assert!(eligible(&table, &view_schema, &["d"]).is_some());
+        let txn = Txn::batch("cloudlake.test", 7);
+        let table = lake
+            .append_txn(
+                Layer::Bronze,
+                "t",
+                vec![rows(&[1, 2, 3], &[20_002, 20_000, 20_002]), second],
+                schema,
+                &["d"],
+                &txn,
+            )
+            .await
+            .unwrap();
+        assert_eq!(table.version(), Some(1));
+        assert_eq!(lake.txn_version(Layer::Bronze, "t", "cloudlake.test").await.unwrap(), Some(7));
+        // One new file per date, each keyed by its date, with statistics.
+        let state = table.snapshot().unwrap();
+        let mut added: Vec<(String, i64)> = state
+            .snapshot()
+            .log_data()
+            .iter()
+            .map(|f| (f.path().to_string(), f.num_records().map_or(-1, |n| n as i64)))
+            .filter(|(p, _)| !p.is_empty())
+            .collect();
+        added.sort();
+        let dirs: Vec<&str> = added.iter().map(|(p, _)| p.split('/').next().unwrap()).collect();
+        assert_eq!(dirs, vec!["d=2024-10-04", "d=2024-10-04", "d=2024-10-05", "d=2024-10-06"]);
+        assert!(added.iter().all(|(_, n)| *n > 0), "{added:?}");
+        let history: Vec<_> = table.history(Some(1)).try_collect().await.unwrap();
+        let metrics = history[0].info.get("operationMetrics").unwrap();
+        assert_eq!(metrics.get("num_added_rows").and_then(|n| n.as_u64()), Some(5));
+        assert_eq!(metrics.get("num_added_files").and_then(|n| n.as_u64()), Some(3));
+        // The rows read back whole, in their dates.
+        let ctx = session();
+        lake.register(&ctx, Layer::Bronze, "t").await.unwrap();
+        let got = ctx
+            .sql("SELECT id, CAST(name AS VARCHAR) AS name, CAST(d AS INT) AS d FROM bronze_t ORDER BY id")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let got = datafusion::arrow::compute::concat_batches(&got[0].schema(), &got).unwrap();
+        let ids: Vec<i64> = got.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let names: Vec<String> = datafusion::arrow::compute::cast(got.column(1), &DataType::Utf8)
+            .unwrap()
+            .as_string::<i32>()
+            .iter()
+            .map(|n| n.unwrap().to_string())
+            .collect();
+        let dates: Vec<i32> =
+            got.column(2).as_primitive::<datafusion::arrow::datatypes::Int32Type>().values().to_vec();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(names, vec!["n0", "n1", "n2", "n3", "n4", "n5"]);
+        assert_eq!(dates, vec![20_000, 20_002, 20_000, 20_002, 20_001, 20_002]);
+    }
+
+    #[test]
+    fn groups_are_dealt_by_rows() {
+        assert_eq!(share_out(&[10, 1, 9, 2], 2), vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(share_out(&[5], 4), vec![vec![0]]);
+        assert!(share_out(&[], 2).is_empty());
+    }
+}

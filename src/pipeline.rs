@@ -127,17 +127,32 @@ async fn run_as(
         Ok((bronze_metrics, bronze_millis, silver, silver_started.elapsed().as_millis() as u64))
     };
     // A backfill's events into bronze: they need no master (silver enriches them later), so they
-    // land beside the masters, whose bronze and silver leave most of a core idle.
-    let backfill_events = async {
-        if !backfill {
-            return Ok(None);
-        }
-        let started = Instant::now();
+    // land beside the masters, whose bronze and silver leave most of a core idle. On a task of
+    // their own: joined on this one, the masters' CPU work (parsing, planning) held up the
+    // batches' next step, and the other way round, with a core idle meanwhile. (A thread that
+    // drives the future itself: the stream's future is not provably `Send` for `spawn`.)
+    let backfill_task = backfill.then(|| {
         progress.start("usage events to bronze (micro-batches)");
-        let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
-        let streamed = stream::run_locked(settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+        let (settings, lake) = (settings.clone(), lake.clone());
+        let (runtime, span) = (tokio::runtime::Handle::current(), tracing::Span::current());
+        tokio::task::spawn_blocking(move || {
+            runtime.block_on(
+                async {
+                    let started = Instant::now();
+                    let options = StreamOptions { once: true, bronze_only: true, ..Default::default() };
+                    let streamed =
+                        stream::run_locked(&settings, &lake, &StreamSource::Files, &options, &|_| {}).await?;
+                    Ok::<_, Error>((streamed, started.elapsed().as_millis() as u64))
+                }
+                .instrument(span),
+            )
+        })
+    });
+    let backfill_events = async {
+        let Some(task) = backfill_task else { return Ok(None) };
+        let streamed = task.await.map_err(|e| Error::task("the backfill", e))??;
         progress.done();
-        Ok::<_, Error>(Some((streamed, started.elapsed().as_millis() as u64)))
+        Ok::<_, Error>(Some(streamed))
     };
     // Both end before an error returns: no write outlives the run.
     let (masters, backfilled) = futures::future::join(masters, backfill_events).await;

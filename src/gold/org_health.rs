@@ -10,24 +10,29 @@
 //!            + 25 × clamp(sla_breach_rate_30d × 2, 0, 1) support failing
 //!            + 20 × (lifecycle_stage in at_risk, churned)
 //! ```
-//! "Last N days" counts back from the reference date: the latest usage date in the data.
+//! "Last N days" counts back from the reference date: the latest usage date in the data. The
+//! window bounds are computed once (`ref`), not per row: date arithmetic with an interval goes
+//! through a calendar per value, and at scale 100 took 0.15 s over the 1.4 M daily rows.
 
 use super::{Mart, Scope};
 
 fn sql(_: &str) -> String {
-    "WITH ref AS (SELECT max(usage_date) AS d FROM silver_usage_daily),
+    "WITH latest AS (SELECT max(usage_date) AS d FROM silver_usage_daily),
+    ref AS (
+        SELECT d, d - INTERVAL '7 days' AS d7, d - INTERVAL '14 days' AS d14, d - INTERVAL '30 days' AS d30
+        FROM latest),
     cost AS (
         SELECT u.org_id,
-            sum(CASE WHEN u.usage_date > ref.d - INTERVAL '7 days' THEN u.cost_usd ELSE 0 END) AS cost_7d,
-            sum(CASE WHEN u.usage_date <= ref.d - INTERVAL '7 days' AND u.usage_date > ref.d - INTERVAL '14 days' THEN u.cost_usd ELSE 0 END) AS cost_prev_7d,
-            sum(CASE WHEN u.usage_date > ref.d - INTERVAL '30 days' THEN u.cost_usd ELSE 0 END) AS cost_30d,
-            count(*) FILTER (WHERE u.is_anomaly AND u.usage_date > ref.d - INTERVAL '30 days') AS anomalies_30d
+            sum(CASE WHEN u.usage_date > ref.d7 THEN u.cost_usd ELSE 0 END) AS cost_7d,
+            sum(CASE WHEN u.usage_date <= ref.d7 AND u.usage_date > ref.d14 THEN u.cost_usd ELSE 0 END) AS cost_prev_7d,
+            sum(CASE WHEN u.usage_date > ref.d30 THEN u.cost_usd ELSE 0 END) AS cost_30d,
+            count(*) FILTER (WHERE u.is_anomaly AND u.usage_date > ref.d30) AS anomalies_30d
         FROM silver_usage_daily u CROSS JOIN ref GROUP BY u.org_id),
     tickets AS (
         SELECT t.org_id,
             count(*) FILTER (WHERE t.is_open) AS open_tickets,
-            count(*) FILTER (WHERE t.ticket_date > ref.d - INTERVAL '30 days' AND t.ticket_date <= ref.d) AS tickets_30d,
-            count(*) FILTER (WHERE t.sla_breached AND t.ticket_date > ref.d - INTERVAL '30 days' AND t.ticket_date <= ref.d) AS sla_breaches_30d
+            count(*) FILTER (WHERE t.ticket_date > ref.d30 AND t.ticket_date <= ref.d) AS tickets_30d,
+            count(*) FILTER (WHERE t.sla_breached AND t.ticket_date > ref.d30 AND t.ticket_date <= ref.d) AS sla_breaches_30d
         FROM silver_support_tickets t CROSS JOIN ref GROUP BY t.org_id),
     nps AS (
         SELECT org_id, nps_score AS latest_nps, survey_date AS latest_nps_date FROM (

@@ -14,12 +14,11 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Decimal128Array, Float64Array, Int64Array, RecordBatch,
     UInt32Array,
 };
-use datafusion::arrow::compute::{
-    SortColumn, SortOptions, cast, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use datafusion::arrow::compute::{SortOptions, cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Date32Type, Decimal128Type, Field, Schema, SchemaRef};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::prelude::SessionContext;
 
 use super::anomalies::{AnomalyConfig, Score, score_series};
@@ -228,17 +227,22 @@ fn bucket_path(spill: &tempfile::TempDir, k: usize) -> std::path::PathBuf {
 fn score_bucket(cfg: &AnomalyConfig, schema: &SchemaRef, part: Vec<RecordBatch>) -> Result<RecordBatch> {
     let features = concat_batches(&part[0].schema(), &part)?;
     drop(part);
+    // By org, service and date, nulls last. Sorted on Arrow's row format (one byte comparison
+    // a pair): comparing the columns one by one took 0.27 s at scale 100, on the thread that
+    // hands out the buckets.
     let last = SortOptions { descending: false, nulls_first: false };
-    let order = lexsort_to_indices(
-        &[
-            SortColumn { values: features.column(0).clone(), options: Some(last) },
-            SortColumn { values: features.column(2).clone(), options: Some(last) },
-            SortColumn { values: features.column(1).clone(), options: Some(last) },
-        ],
-        None,
+    let keys = [0, 2, 1];
+    let converter = RowConverter::new(
+        keys.iter()
+            .map(|&c| SortField::new_with_options(features.column(c).data_type().clone(), last))
+            .collect(),
     )?;
-    let features = take_record_batch(&features, &order)?;
-    drop(order);
+    let rows =
+        converter.convert_columns(&keys.iter().map(|&c| features.column(c).clone()).collect::<Vec<_>>())?;
+    let mut order: Vec<u32> = (0..features.num_rows() as u32).collect();
+    order.sort_unstable_by(|&a, &b| rows.row(a as usize).cmp(&rows.row(b as usize)));
+    drop(rows);
+    let features = take_record_batch(&features, &UInt32Array::from(order))?;
     let n = features.num_rows();
 
     let org = cast(features.column(0), &DataType::Utf8)?;

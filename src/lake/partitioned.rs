@@ -4,13 +4,13 @@
 //! partition columns (a copy of every row), then each writer sorts every batch it gets by
 //! partition value and copies it again, a few rows per partition at a time. A micro-batch of
 //! events holds every date of the feed, so it paid both copies and thousands of small writes.
-//! Here each batch's rows are put in partition order once (one `take`, none when they are in
-//! order already, as a silver chunk's are), and the partitions are dealt, by rows, to as many
-//! delta-rs `DeltaWriter`s as there are cores, each on a task of its own, which write each
-//! partition's slices into its file. The files, their statistics and the commit (with its
-//! application transactions and metrics) are the ones delta-rs's own write makes; anything
-//! this path does not handle (a new table, an overwrite, other column types) goes through
-//! delta-rs's write.
+//! Here the rows are grouped by partition value once, and the partitions are dealt, by rows, to
+//! as many delta-rs `DeltaWriter`s as there are cores, each on a task of its own. A writer
+//! copies a partition's rows of a batch (one `take`, none when they sit side by side, as a
+//! silver chunk's do) just before it writes them: no second copy of the whole input is held.
+//! The files, their statistics and the commit (with its application transactions and metrics)
+//! are the ones delta-rs's own write makes; anything this path does not handle (a new table, an
+//! overwrite, other column types) goes through delta-rs's write.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -95,13 +95,7 @@ pub(super) async fn append(
     let delta = |e| Error::delta(qualified, e);
     let started = Instant::now();
     let state = table.snapshot().map_err(delta)?.clone();
-    // The table's schema (nullability and metadata included) for the files, as delta-rs's
-    // write casts to it.
-    let batches = batches
-        .into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| conform(b, &table_schema))
-        .collect::<Result<Vec<_>>>()?;
+    let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let columns: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
     let groups = group_rows(&batches, partitions)?;
@@ -111,11 +105,8 @@ pub(super) async fn append(
         .map(|&(b, row)| partition_values(&batches[b], &columns, row))
         .collect::<Result<Vec<IndexMap<String, _>>>>()?;
     let sizes = groups.sizes.clone();
-    let count = sizes.len();
-    // One copy of the rows, each batch's in group order, on every core.
-    let work: Vec<_> = batches.into_iter().zip(groups.ids).collect();
-    let sorted = Arc::new(crate::parallel::map(work, |(batch, ids)| sort_by_group(batch, &ids, count))?);
-    let values = Arc::new(values);
+    let picks = Arc::new(picks(&groups));
+    let (batches, values) = (Arc::new(batches), Arc::new(values));
     let table_config = state.snapshot().table_configuration();
     let stats = WriterStatsConfig::from_config(table_config);
     let config = WriterConfig::new(
@@ -130,21 +121,36 @@ pub(super) async fn append(
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut tasks = Vec::new();
     for share in share_out(&sizes, workers) {
-        let (store, config) = (table.object_store(), config.clone());
-        let (sorted, values) = (sorted.clone(), values.clone());
+        let (store, config, table_schema) = (table.object_store(), config.clone(), table_schema.clone());
+        let (batches, picks, values) = (batches.clone(), picks.clone(), values.clone());
+        let name = qualified.to_string();
         tasks.push(tokio::spawn(async move {
             let mut writer = DeltaWriter::new(store, config);
             for g in share {
-                for part in sorted.iter() {
-                    let Some(range) = part.ranges[g].clone() else { continue };
-                    let slice = part.batch.slice(range.start, range.len());
-                    if let Err(e) = writer.write_partition(slice, &values[g]).await {
+                for (batch, pick) in batches.iter().zip(picks.iter()) {
+                    // A partition's rows of a batch, in the table's schema (nullability and
+                    // metadata included, as delta-rs's write casts to it): copies that live
+                    // only while they are written.
+                    let slice = match &pick[g] {
+                        Pick::None => continue,
+                        Pick::Range(r) => Ok(batch.slice(r.start, r.len())),
+                        Pick::Rows(rows) => take_record_batch(batch, rows).map_err(Error::from),
+                    };
+                    let slice = slice.and_then(|slice| conform(slice, &table_schema));
+                    let written = match slice {
+                        Ok(slice) => writer
+                            .write_partition(slice, &values[g])
+                            .await
+                            .map_err(|e| Error::delta(&name, e)),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
                         let _ = writer.abort().await;
                         return Err(e);
                     }
                 }
             }
-            writer.close().await
+            writer.close().await.map_err(|e| Error::delta(&name, e))
         }));
     }
     // Every task ends before an error returns: no file is written after it.
@@ -154,7 +160,7 @@ pub(super) async fn append(
         match task.await {
             Ok(Ok(written)) => adds.extend(written),
             Ok(Err(e)) => {
-                first_error.get_or_insert(delta(e));
+                first_error.get_or_insert(e);
             }
             Err(e) => {
                 first_error.get_or_insert(Error::task("a file writer", e));
@@ -231,34 +237,39 @@ fn group_rows(batches: &[RecordBatch], partitions: &[&str]) -> Result<Groups> {
     Ok(groups)
 }
 
-/// A batch's rows in group order (input order within a group), with each group's range.
-struct Sorted {
-    batch: RecordBatch,
-    ranges: Vec<Option<std::ops::Range<usize>>>,
+/// Where a partition's rows are in one batch.
+#[derive(Debug, PartialEq)]
+enum Pick {
+    /// None of them.
+    None,
+    /// A run of consecutive rows (a silver chunk's rows come date by date): a slice, no copy.
+    Range(std::ops::Range<usize>),
+    /// Rows here and there, in input order: a `take`.
+    Rows(UInt32Array),
 }
 
-/// Orders `batch`'s rows by their group `ids` (a counting sort, then one `take`; none when
-/// they are in order already).
-fn sort_by_group(batch: RecordBatch, ids: &[u32], groups: usize) -> Result<Sorted> {
-    let mut starts = vec![0usize; groups + 1];
-    for &g in ids {
-        starts[g as usize + 1] += 1;
-    }
-    for g in 0..groups {
-        starts[g + 1] += starts[g];
-    }
-    let ranges = (0..groups).map(|g| (starts[g] < starts[g + 1]).then(|| starts[g]..starts[g + 1])).collect();
-    if ids.is_sorted() {
-        return Ok(Sorted { batch, ranges });
-    }
-    let mut next = starts;
-    let mut order = vec![0u32; ids.len()];
-    for (row, &g) in ids.iter().enumerate() {
-        order[next[g as usize]] = row as u32;
-        next[g as usize] += 1;
-    }
-    let batch = take_record_batch(&batch, &UInt32Array::from(order))?;
-    Ok(Sorted { batch, ranges })
+/// Per batch, per group, where the group's rows are.
+fn picks(groups: &Groups) -> Vec<Vec<Pick>> {
+    let count = groups.sizes.len();
+    groups
+        .ids
+        .iter()
+        .map(|ids| {
+            let mut rows: Vec<Vec<u32>> = vec![Vec::new(); count];
+            for (row, &g) in ids.iter().enumerate() {
+                rows[g as usize].push(row as u32);
+            }
+            rows.into_iter()
+                .map(|r| match (r.first(), r.last()) {
+                    (None, _) | (_, None) => Pick::None,
+                    (Some(&a), Some(&z)) if (z - a) as usize + 1 == r.len() => {
+                        Pick::Range(a as usize..z as usize + 1)
+                    }
+                    _ => Pick::Rows(UInt32Array::from(r)),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Deals the groups (given by their sizes) to at most `workers` shares of about equal rows:
@@ -325,13 +336,18 @@ mod tests {
         assert_eq!(groups.ids, vec![vec![0, 1, 0, 2, 1], vec![2, 2, 3]]);
         assert_eq!(groups.first_rows, vec![(0, 0), (0, 1), (0, 3), (1, 2)]);
         assert_eq!(groups.sizes, vec![2, 2, 3, 1]);
-        let sorted = sort_by_group(batches[0].clone(), &groups.ids[0], 4).unwrap();
-        let ids: Vec<i64> = sorted.batch.column(0).as_primitive::<Int64Type>().values().to_vec();
-        assert_eq!(ids, vec![0, 2, 1, 4, 3]);
-        assert_eq!(sorted.ranges, vec![Some(0..2), Some(2..4), Some(4..5), None]);
-        // Already in group order: no copy, the same rows.
-        let sorted = sort_by_group(batches[1].clone(), &groups.ids[1], 4).unwrap();
-        assert_eq!(sorted.ranges, vec![None, None, Some(0..2), Some(2..3)]);
+        let picks = picks(&groups);
+        assert_eq!(
+            picks[0],
+            vec![
+                Pick::Rows(UInt32Array::from(vec![0, 2])),
+                Pick::Rows(UInt32Array::from(vec![1, 4])),
+                Pick::Range(3..4),
+                Pick::None
+            ]
+        );
+        // Rows of a group side by side: a slice, no copy.
+        assert_eq!(picks[1], vec![Pick::None, Pick::None, Pick::Range(0..2), Pick::Range(2..3)]);
     }
 
     /// Appends land one file per date with the rows, partition values, statistics, transaction

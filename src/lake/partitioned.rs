@@ -66,7 +66,7 @@ fn same_type(table: &DataType, ours: &DataType) -> bool {
 }
 
 /// `batch` with the table's schema, its text cast to the table's layout where it differs.
-fn conform(batch: RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
+fn in_table_schema(batch: RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
@@ -104,8 +104,8 @@ pub(super) async fn append(
         .iter()
         .map(|&(b, row)| partition_values(&batches[b], &columns, row))
         .collect::<Result<Vec<IndexMap<String, _>>>>()?;
-    let sizes = groups.sizes.clone();
     let picks = Arc::new(picks(&groups));
+    let sizes = groups.sizes;
     let (batches, values) = (Arc::new(batches), Arc::new(values));
     let table_config = state.snapshot().table_configuration();
     let stats = WriterStatsConfig::from_config(table_config);
@@ -136,7 +136,7 @@ pub(super) async fn append(
                         Pick::Range(r) => Ok(batch.slice(r.start, r.len())),
                         Pick::Rows(rows) => take_record_batch(batch, rows).map_err(Error::from),
                     };
-                    let slice = slice.and_then(|slice| conform(slice, &table_schema));
+                    let slice = slice.and_then(|slice| in_table_schema(slice, &table_schema));
                     let written = match slice {
                         Ok(slice) => writer
                             .write_partition(slice, &values[g])
@@ -261,11 +261,11 @@ fn picks(groups: &Groups) -> Vec<Vec<Pick>> {
             }
             rows.into_iter()
                 .map(|r| match (r.first(), r.last()) {
-                    (None, _) | (_, None) => Pick::None,
                     (Some(&a), Some(&z)) if (z - a) as usize + 1 == r.len() => {
                         Pick::Range(a as usize..z as usize + 1)
                     }
-                    _ => Pick::Rows(UInt32Array::from(r)),
+                    (Some(_), _) => Pick::Rows(UInt32Array::from(r)),
+                    _ => Pick::None,
                 })
                 .collect()
         })

@@ -126,29 +126,22 @@ pub(super) async fn append(
         let name = qualified.to_string();
         tasks.push(tokio::spawn(async move {
             let mut writer = DeltaWriter::new(store, config);
-            for (batch, pick) in batches.iter().zip(picks.iter()) {
-                // The share's rows of a batch, by partition: one copy of them that lives only
-                // while they are written, each partition's in the table's schema (nullability
-                // and metadata included, as delta-rs's write casts to it) just before it is.
-                let pieces = match share_rows(batch, pick, &share) {
-                    Ok(pieces) => pieces,
-                    Err(e) => {
-                        let _ = writer.abort().await;
-                        return Err(e);
-                    }
-                };
-                for (g, rows) in pieces {
-                    let written = match in_table_schema(rows, &table_schema) {
-                        Ok(rows) => {
-                            writer.write_partition(rows, &values[g]).await.map_err(|e| Error::delta(&name, e))
-                        }
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = written {
-                        let _ = writer.abort().await;
-                        return Err(e);
+            // The share's rows of each batch, by partition: one copy of them that lives only
+            // while they are written, each partition's in the table's schema (nullability and
+            // metadata included, as delta-rs's write casts to it) just before it is.
+            let written: Result<()> = async {
+                for (batch, pick) in batches.iter().zip(picks.iter()) {
+                    for (g, rows) in share_rows(batch, pick, &share)? {
+                        let rows = in_table_schema(rows, &table_schema)?;
+                        writer.write_partition(rows, &values[g]).await.map_err(|e| Error::delta(&name, e))?;
                     }
                 }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = written {
+                let _ = writer.abort().await;
+                return Err(e);
             }
             writer.close().await.map_err(|e| Error::delta(&name, e))
         }));

@@ -78,6 +78,13 @@ pub enum Scalar<'a> {
 
 /// Returns true when `s` spells a null.
 pub fn is_null_text(s: &str) -> bool {
+    // Most values are longer than any null spelling and start and end with a visible ASCII
+    // character, which no trim removes: they are answered without trimming (every value of
+    // every landed text column comes through here).
+    let visible = |b: Option<&u8>| b.is_some_and(|b| (b'!'..=b'~').contains(b));
+    if s.len() > 4 && visible(s.as_bytes().first()) && visible(s.as_bytes().last()) {
+        return false;
+    }
     matches!(s.trim(), "" | "null" | "NULL" | "None" | "none")
 }
 
@@ -121,8 +128,29 @@ pub fn parse_timestamp_micros(s: &str) -> Option<i64> {
     if (9..=16).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
         return epoch_number_to_micros(s.parse::<i64>().ok()?);
     }
+    if let Some(micros) = rfc3339_utc_seconds(s) {
+        return Some(micros);
+    }
     let dt = string_to_datetime(&chrono::Utc, s).ok()?;
     Some(dt.timestamp_micros())
+}
+
+/// The feeds' own spelling, `YYYY-MM-DDTHH:MM:SSZ`, read straight from its digits: the general
+/// parser took about 1 % of a scale-100 run's CPU for it. `None` for any other spelling or an
+/// invalid date or time, which the general parser then reads (or rejects) as before.
+fn rfc3339_utc_seconds(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    const SEPARATORS: [(usize, u8); 6] =
+        [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'Z')];
+    if b.len() != 20 || SEPARATORS.iter().any(|&(i, c)| b[i] != c) {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| {
+        b[range].iter().try_fold(0u32, |n, d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time = chrono::NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    Some(date.and_time(time).and_utc().timestamp_micros())
 }
 
 /// Interprets an epoch number: milliseconds from 10^11 up (12 or more digits: after 1973-03-03 in
@@ -296,6 +324,44 @@ mod tests {
         assert_eq!(parse_timestamp_micros("2025-08-17"), Some(1_755_388_800_000_000));
         assert_eq!(parse_timestamp_micros("17/08/2025"), None);
         assert_eq!(parse_timestamp_micros("yesterday"), None);
+    }
+
+    #[test]
+    fn the_feeds_own_timestamp_spelling_reads_as_the_general_parser_reads_it() {
+        let mut checked = 0;
+        for (y, mo, d) in
+            [(2025, 8, 17), (2024, 2, 29), (2025, 2, 29), (2025, 13, 1), (1999, 12, 31), (2025, 4, 31)]
+        {
+            for (h, mi, sec) in [(0, 0, 0), (23, 59, 59), (24, 0, 0), (12, 60, 0), (12, 0, 60), (1, 55, 0)] {
+                let s = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z");
+                let general = string_to_datetime(&chrono::Utc, &s).ok().map(|t| t.timestamp_micros());
+                // The fast path answers only what the general parser accepts, and the same way.
+                if let Some(fast) = rfc3339_utc_seconds(&s) {
+                    assert_eq!(Some(fast), general, "{s}");
+                    checked += 1;
+                }
+                assert_eq!(parse_timestamp_micros(&s), general, "{s}");
+            }
+        }
+        assert_eq!(checked, 9, "three valid dates at three valid times");
+        for s in
+            ["2025-08-17T01:55:0aZ", "2025-08-17t01:55:00Z", "+025-08-17T01:55:00Z", "2025-08-17T01:55:00z"]
+        {
+            assert_eq!(rfc3339_utc_seconds(s), None, "{s}");
+        }
+        assert_eq!(rfc3339_utc_seconds("2025-08-17T01:55:00Z"), Some(T0));
+    }
+
+    #[test]
+    fn null_spellings_with_any_whitespace_around_them_are_null() {
+        for s in
+            ["", " ", "null", "NULL", "None", "none", " null ", "\tNone\n", "\u{a0}null\u{a0}", "\u{b}none"]
+        {
+            assert!(is_null_text(s), "{s:?}");
+        }
+        for s in ["nul", "nulls", "null.", "x null", "org_1", "0", "\u{a0}org\u{a0}", " value "] {
+            assert!(!is_null_text(s), "{s:?}");
+        }
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub fn read_jsonl(
     let mut rows = RowsBuilder::new(columns, true, bytes.len() / 200 + 1);
     let mut rejects = Vec::new();
     let mut read = 0u64;
+    // One line's values, reused from line to line (every line borrows from `bytes`).
+    let mut values = Vec::with_capacity(columns.len());
     for (n, raw) in super::lines(bytes).enumerate() {
         let line = n as u64 + 1;
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
@@ -46,14 +48,14 @@ pub fn read_jsonl(
                 continue;
             }
         };
-        let parsed = match parse_line(text, columns) {
+        let parsed = match parse_line(text, columns, &mut values) {
             Ok(p) => p,
             Err(e) => {
                 rejects.push(reject(RULE_MALFORMED_JSON, format!("not a JSON object: {e}"), raw, file, line));
                 continue;
             }
         };
-        if let Some(&i) = key_idx.iter().find(|&&i| match &parsed.values[i] {
+        if let Some(&i) = key_idx.iter().find(|&&i| match &values[i] {
             Scalar::Null => true,
             Scalar::Str(s) => is_null_text(s),
             _ => false,
@@ -62,10 +64,10 @@ pub fn read_jsonl(
             rejects.push(reject(RULE_MISSING_KEY, reason, raw, file, line));
             continue;
         }
-        for (i, v) in parsed.values.iter().enumerate() {
+        for (i, v) in values.iter().enumerate() {
             rows.push_scalar(i, v);
         }
-        let extra = (!parsed.extra.is_empty()).then(|| serde_json::Value::Object(parsed.extra).to_string());
+        let extra = (!parsed.is_empty()).then(|| serde_json::Value::Object(parsed).to_string());
         rows.push_extra(extra.as_deref());
         rows.end_row(line, super::record_hash(raw));
     }
@@ -79,39 +81,40 @@ fn reject(rule: &'static str, reason: String, raw: &[u8], file: &str, line: u64)
     Reject { rule, reason, raw: String::from_utf8_lossy(raw).into_owned(), file: file.to_string(), line }
 }
 
-/// A parsed line: one scalar per declared column, plus unknown fields.
-#[derive(Debug)]
-pub(crate) struct ParsedLine<'a> {
-    pub(crate) values: Vec<Scalar<'a>>,
-    pub(crate) extra: serde_json::Map<String, serde_json::Value>,
-}
-
-/// Parses one line into declared scalars and unknown fields.
-pub(crate) fn parse_line<'a>(text: &'a str, columns: &[Column]) -> serde_json::Result<ParsedLine<'a>> {
+/// Parses one line into `values`, one scalar per declared column (null when absent), and
+/// returns its unknown fields. `values` is cleared first: one vector serves every line of a file.
+fn parse_line<'a>(
+    text: &'a str,
+    columns: &[Column],
+    values: &mut Vec<Scalar<'a>>,
+) -> serde_json::Result<serde_json::Map<String, serde_json::Value>> {
+    values.clear();
+    values.resize(columns.len(), Scalar::Null);
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = LineSeed { columns }.deserialize(&mut de)?;
+    let extra = LineSeed { columns, values }.deserialize(&mut de)?;
     de.end()?;
-    Ok(parsed)
+    Ok(extra)
 }
 
-struct LineSeed<'c> {
+struct LineSeed<'c, 'v, 'de> {
     columns: &'c [Column],
+    values: &'v mut [Scalar<'de>],
 }
 
-impl<'de> DeserializeSeed<'de> for LineSeed<'_> {
-    type Value = ParsedLine<'de>;
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, '_, 'de> {
+    type Value = serde_json::Map<String, serde_json::Value>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for LineSeed<'_> {
-    type Value = ParsedLine<'de>;
+impl<'de> Visitor<'de> for LineSeed<'_, '_, 'de> {
+    type Value = serde_json::Map<String, serde_json::Value>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut values = vec![Scalar::Null; self.columns.len()];
+        let values = self.values;
         let mut extra = serde_json::Map::new();
         // Feeds write the declared fields in order: each key is first looked for right after
         // the previous one.
@@ -133,7 +136,7 @@ impl<'de> Visitor<'de> for LineSeed<'_> {
                 }
             }
         }
-        Ok(ParsedLine { values, extra })
+        Ok(extra)
     }
 }
 

@@ -48,8 +48,8 @@ pub fn read_jsonl(
                 continue;
             }
         };
-        let parsed = match parse_line(text, columns, &mut values) {
-            Ok(p) => p,
+        let unknown = match parse_line(text, columns, &mut values) {
+            Ok(fields) => fields,
             Err(e) => {
                 rejects.push(reject(RULE_MALFORMED_JSON, format!("not a JSON object: {e}"), raw, file, line));
                 continue;
@@ -67,7 +67,7 @@ pub fn read_jsonl(
         for (i, v) in values.iter().enumerate() {
             rows.push_scalar(i, v);
         }
-        let extra = (!parsed.is_empty()).then(|| serde_json::Value::Object(parsed).to_string());
+        let extra = (!unknown.is_empty()).then(|| serde_json::Value::Object(unknown).to_string());
         rows.push_extra(extra.as_deref());
         rows.end_row(line, super::record_hash(raw));
     }

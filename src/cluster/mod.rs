@@ -144,7 +144,10 @@ fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Res
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let properties = crate::lake::writer_properties(
         &schema,
-        &batches.first().map(crate::lake::unique_text).unwrap_or_default(),
+        &batches
+            .first()
+            .map(|b| crate::lake::unique_text(b, batches.iter().map(RecordBatch::num_rows).sum()))
+            .unwrap_or_default(),
     );
     let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
         .map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;

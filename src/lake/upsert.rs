@@ -131,8 +131,6 @@ pub async fn upsert(
     let scanned = started.elapsed();
 
     // 3. The touched files' other rows, then the incoming rows, into new files.
-    let unique = incoming.first().map(unique_text).unwrap_or_default();
-    let properties = writer_properties(&schema, &unique);
     let mut out = Upserted::default();
     let mut removes = Vec::new();
     let mut rows_out = incoming_rows;
@@ -142,6 +140,8 @@ pub async fn upsert(
             rows_out += file.num_records().unwrap_or(0) as u64;
         }
     }
+    let unique = incoming.first().map(|b| unique_text(b, rows_out as usize)).unwrap_or_default();
+    let properties = writer_properties(&schema, &unique);
     if let Some(t) = &touched
         && t.len() != removes.len()
     {

@@ -83,24 +83,24 @@ fn file_schema(table_schema: &SchemaRef, incoming: &SchemaRef) -> SchemaRef {
 }
 
 /// `batch` with the files' schema (see [`file_schema`]), cast where a column's type differs.
-fn in_file_schema(batch: RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
+fn in_file_schema(batch: RecordBatch, files: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
-        .zip(table_schema.fields())
+        .zip(files.fields())
         .map(|(column, field)| match column.data_type() == field.data_type() {
             true => Ok(column.clone()),
             false => cast(column, field.data_type()),
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(table_schema.clone(), columns)?)
+    Ok(RecordBatch::try_new(files.clone(), columns)?)
 }
 
 /// Appends `batches` (of the table's columns, see [`eligible`]) to `table` (named `qualified`
 /// in errors) in one commit recording `properties` (its application transactions and
 /// metadata); `writer_properties` gives the Parquet settings for files of a given number of rows
-/// (see [`super::unique_text`]). Returns the table at the new version. With no rows the commit still happens, for
-/// the transactions it records.
+/// (see [`super::unique_text`]). Returns the table at the new version. With no rows the commit
+/// still happens, for the transactions it records.
 pub(super) async fn append(
     qualified: &str,
     table: &DeltaTable,
@@ -116,6 +116,7 @@ pub(super) async fn append(
     let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     let columns: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+    // From here on, the schema the files are written in.
     let table_schema = match batches.first() {
         Some(b) => file_schema(&table_schema, &b.schema()),
         None => table_schema,

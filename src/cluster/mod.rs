@@ -142,13 +142,7 @@ pub fn register_batches(
 
 fn write_parquet(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let properties = crate::lake::writer_properties(
-        &schema,
-        &batches
-            .first()
-            .map(|b| crate::lake::unique_text(b, batches.iter().map(RecordBatch::num_rows).sum()))
-            .unwrap_or_default(),
-    );
+    let properties = crate::lake::writer_properties(&schema, &crate::lake::unique_text_of(batches));
     let mut writer = ArrowWriter::try_new(file, schema, Some(properties))
         .map_err(|e| Error::Internal(format!("scratch file {}: {e}", path.display())))?;
     for b in batches {

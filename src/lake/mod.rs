@@ -476,9 +476,8 @@ impl Lake {
         };
         let (write, properties) = match input {
             WriteInput::Batches(batches) => {
-                let rows = batches.iter().map(RecordBatch::num_rows).sum();
                 let properties =
-                    batches.first().map(|b| writer_properties(&b.schema(), &unique_text(b, rows)));
+                    batches.first().map(|b| writer_properties(&b.schema(), &unique_text_of(&batches)));
                 (table.write(batches), properties)
             }
             WriteInput::Plan(plan) => {
@@ -589,8 +588,7 @@ impl Lake {
         } else {
             ctx
         };
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        let unique = batches.first().map(|b| unique_text(b, rows)).unwrap_or_default();
+        let unique = unique_text_of(&batches);
         let source = ctx.read_batches(batches)?;
         let on = keys
             .iter()
@@ -915,17 +913,27 @@ pub fn unique_text(batch: &RecordBatch, file_rows: usize) -> Vec<String> {
         let Ok(sample) = datafusion::arrow::compute::cast(&column.slice(0, rows), &DataType::Utf8) else {
             continue;
         };
-        let values: foldhash::HashSet<&str> = sample.as_string::<i32>().iter().flatten().collect();
         let present = rows - sample.null_count();
+        if present == 0 {
+            continue;
+        }
+        let values: foldhash::HashSet<&str> = sample.as_string::<i32>().iter().flatten().collect();
         let in_file = match values_drawn_from(values.len(), present) {
             Some(n) => n * -(-file_rows / n).exp_m1(),
             None => file_rows,
         };
-        if present > 0 && in_file * 4.0 >= file_rows {
+        if in_file * 4.0 >= file_rows {
             out.push(field.name().clone());
         }
     }
     out
+}
+
+/// [`unique_text`] for a write of `batches` into one file (or a few): the first batch's sample,
+/// all their rows.
+pub fn unique_text_of(batches: &[RecordBatch]) -> Vec<String> {
+    let rows = batches.iter().map(RecordBatch::num_rows).sum();
+    batches.first().map(|b| unique_text(b, rows)).unwrap_or_default()
 }
 
 /// How many values a column draws from when `rows` rows drawn at random hold `distinct` of them

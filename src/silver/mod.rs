@@ -284,15 +284,27 @@ async fn rebuild_event_rows(
     let spill_dir = lake.state_dir().join("_spill").join("usage_daily");
     let mut features: Option<usage_daily::FeatureSpill> = None;
     let mut events_schema: Option<SchemaRef> = None;
+    // A chunk in flight: its rows being written (on a task of its own), its daily features and
+    // quarantine still to add. They are added while the next chunk is conformed, so the
+    // Parquet encoding, the features and the next chunk's query overlap (run one after the
+    // other, each step's tail left a core idle); a write starts when the one before it ended.
+    let mut in_flight: Option<(Conformed, Option<tokio::task::JoinHandle<Result<()>>>)> = None;
     let result = async {
         for (i, predicate) in chunks.iter().enumerate() {
-            let view = ctx.sql(&format!("SELECT * FROM {ALL} WHERE {predicate}")).await?.into_view();
-            let _ = ctx.deregister_table(bronze.as_str())?;
-            ctx.register_table(bronze.as_str(), view)?;
-            let c = conform_rows(ctx, table, settings, meta).await?;
-            // The first chunk replaces the table (empty or not), the others add to it. The write
-            // runs on a task of its own, beside the chunk's daily features and quarantine (the
-            // Parquet encoding would leave the other core idle), and ends before the next chunk.
+            let conformed = async {
+                let view = ctx.sql(&format!("SELECT * FROM {ALL} WHERE {predicate}")).await?.into_view();
+                let _ = ctx.deregister_table(bronze.as_str())?;
+                ctx.register_table(bronze.as_str(), view)?;
+                conform_rows(ctx, table, settings, meta).await
+            };
+            let previous =
+                finish_chunk(ctx, lake, &mut in_flight, &spill_dir, chunks.len(), &mut features, &mut m);
+            // Both end before an error returns, and `finish_chunk` waits for the write even when
+            // the rest fails: no write outlives the rebuild.
+            let (c, previous) = futures::future::join(conformed, previous).await;
+            previous?;
+            let c = c?;
+            // The first chunk replaces the table (empty or not), the others add to it.
             let write = (i == 0 || c.rows > 0).then(|| {
                 let mode = if i == 0 { SaveMode::Overwrite } else { SaveMode::Append };
                 let (clean, schema) = (c.clean.clone(), c.schema.clone());
@@ -303,30 +315,10 @@ async fn rebuild_event_rows(
                         .map(|_| ())
                 })
             });
-            let features_and_quarantine = async {
-                chunk_features(ctx, &c, &spill_dir, chunks.len(), &mut features).await?;
-                quarantine::write(ctx, lake, table.bronze, c.quarantine.clone()).await
-            };
-            let written = async {
-                match write {
-                    Some(task) => task.await.map_err(|e| Error::task("the silver write task", e))?,
-                    None => Ok(()),
-                }
-            };
-            // Both end before an error returns: no write outlives the rebuild.
-            let (done, written) = futures::future::join(features_and_quarantine, written).await;
-            done?;
-            written?;
             events_schema = Some(c.schema.clone());
-            m.absorb(&SilverMetrics {
-                rows: c.rows,
-                quarantined: c.quarantined,
-                imputed: c.imputed,
-                rules: c.outcomes,
-                ..Default::default()
-            });
+            in_flight = Some((c, write));
         }
-        Ok::<(), Error>(())
+        finish_chunk(ctx, lake, &mut in_flight, &spill_dir, chunks.len(), &mut features, &mut m).await
     }
     .await;
     let _ = ctx.deregister_table(bronze.as_str())?;
@@ -351,6 +343,42 @@ async fn rebuild_event_rows(
         "Silver built."
     );
     Ok((m, scoring))
+}
+
+/// Ends the chunk in `in_flight` (if any): adds its daily features to the spill, sends its
+/// violations to quarantine and its metrics to `m`, and waits for its write, which ends even when
+/// the rest fails.
+async fn finish_chunk(
+    ctx: &SessionContext,
+    lake: &Lake,
+    in_flight: &mut Option<(Conformed, Option<tokio::task::JoinHandle<Result<()>>>)>,
+    spill_dir: &std::path::Path,
+    buckets: usize,
+    features: &mut Option<usage_daily::FeatureSpill>,
+    m: &mut SilverMetrics,
+) -> Result<()> {
+    let Some((c, write)) = in_flight.take() else { return Ok(()) };
+    let features_and_quarantine = async {
+        chunk_features(ctx, &c, spill_dir, buckets, features).await?;
+        quarantine::write(ctx, lake, usage_events::TABLE.bronze, c.quarantine.clone()).await
+    };
+    let written = async {
+        match write {
+            Some(task) => task.await.map_err(|e| Error::task("the silver write task", e))?,
+            None => Ok(()),
+        }
+    };
+    let (done, written) = futures::future::join(features_and_quarantine, written).await;
+    done?;
+    written?;
+    m.absorb(&SilverMetrics {
+        rows: c.rows,
+        quarantined: c.quarantined,
+        imputed: c.imputed,
+        rules: c.outcomes,
+        ..Default::default()
+    });
+    Ok(())
 }
 
 /// Adds the daily features of a chunk's clean events `c` to the spill (created by the first

@@ -36,41 +36,52 @@ impl Check {
     }
 }
 
-const CHECKS: &[(&str, &str, &str)] = &[
+/// One side of a check: an aggregate over a table, or a constant (no table).
+type Side = (Option<&'static str>, &'static str);
+
+/// Each check: its name, the silver side (expected) and the gold side (actual). The aggregates
+/// over one table are computed in one query (a scan of the table, not one per check).
+const CHECKS: &[(&str, Side, Side)] = &[
     (
         "cost_usd: org_daily_usage_by_service = silver_usage_events",
-        "SELECT CAST(sum(cost_usd) AS VARCHAR) FROM silver_usage_events",
-        "SELECT CAST(sum(cost_usd) AS VARCHAR) FROM gold_org_daily_usage_by_service",
+        (Some("silver_usage_events"), "CAST(sum(cost_usd) AS VARCHAR)"),
+        (Some("gold_org_daily_usage_by_service"), "CAST(sum(cost_usd) AS VARCHAR)"),
     ),
     (
         "genai_tokens: org_daily_usage_by_service = silver_usage_events",
-        "SELECT CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR) FROM silver_usage_events",
-        "SELECT CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR) FROM gold_org_daily_usage_by_service",
+        (Some("silver_usage_events"), "CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR)"),
+        (Some("gold_org_daily_usage_by_service"), "CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR)"),
     ),
     (
         "total_tokens: genai_tokens_by_org_date = silver genai events",
-        "SELECT CAST(COALESCE(sum(genai_tokens), 0) AS VARCHAR) FROM silver_usage_events WHERE service = 'genai'",
-        "SELECT CAST(COALESCE(sum(total_tokens), 0) AS VARCHAR) FROM gold_genai_tokens_by_org_date",
+        (
+            Some("silver_usage_events"),
+            "CAST(COALESCE(sum(genai_tokens) FILTER (WHERE service = 'genai'), 0) AS VARCHAR)",
+        ),
+        (Some("gold_genai_tokens_by_org_date"), "CAST(COALESCE(sum(total_tokens), 0) AS VARCHAR)"),
     ),
     (
         "events: org_daily_usage_by_service = silver_usage_events",
-        "SELECT CAST(count(*) AS VARCHAR) FROM silver_usage_events",
-        "SELECT CAST(COALESCE(sum(events), 0) AS VARCHAR) FROM gold_org_daily_usage_by_service",
+        (Some("silver_usage_events"), "CAST(count(*) AS VARCHAR)"),
+        (Some("gold_org_daily_usage_by_service"), "CAST(COALESCE(sum(events), 0) AS VARCHAR)"),
     ),
     (
         "tickets: tickets_by_org_date = silver_support_tickets",
-        "SELECT CAST(count(*) AS VARCHAR) FROM silver_support_tickets",
-        "SELECT CAST(COALESCE(sum(tickets), 0) AS VARCHAR) FROM gold_tickets_by_org_date",
+        (Some("silver_support_tickets"), "CAST(count(*) AS VARCHAR)"),
+        (Some("gold_tickets_by_org_date"), "CAST(COALESCE(sum(tickets), 0) AS VARCHAR)"),
     ),
     (
         "revenue_usd: revenue_by_org_month = silver_billing_monthly",
-        "SELECT CAST(CAST(sum(revenue_usd) AS DECIMAL(18, 6)) AS VARCHAR) FROM silver_billing_monthly",
-        "SELECT CAST(sum(revenue_usd) AS VARCHAR) FROM gold_revenue_by_org_month",
+        (Some("silver_billing_monthly"), "CAST(CAST(sum(revenue_usd) AS DECIMAL(18, 6)) AS VARCHAR)"),
+        (Some("gold_revenue_by_org_month"), "CAST(sum(revenue_usd) AS VARCHAR)"),
     ),
     (
         "rows where revenue_usd <> subtotal_usd - credits_usd + taxes_usd",
-        "SELECT '0'",
-        "SELECT CAST(count(*) AS VARCHAR) FROM gold_revenue_by_org_month WHERE revenue_usd <> subtotal_usd - credits_usd + taxes_usd",
+        (None, "0"),
+        (
+            Some("gold_revenue_by_org_month"),
+            "CAST(count(*) FILTER (WHERE revenue_usd <> subtotal_usd - credits_usd + taxes_usd) AS VARCHAR)",
+        ),
     ),
 ];
 
@@ -79,13 +90,36 @@ pub async fn reconcile(ctx: &SessionContext, lake: &Lake) -> Result<Vec<Check>> 
     for mart in super::MARTS {
         lake.register(ctx, Layer::Gold, mart.name).await?;
     }
+    // Per table, its aggregates (each once), then one query per table, two at a time.
+    let mut tables: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (table, expr) in CHECKS.iter().flat_map(|(_, silver, gold)| [silver, gold]) {
+        let Some(table) = table else { continue };
+        let i = match tables.iter().position(|(t, _)| t == table) {
+            Some(i) => i,
+            None => {
+                tables.push((table, Vec::new()));
+                tables.len() - 1
+            }
+        };
+        if !tables[i].1.contains(expr) {
+            tables[i].1.push(expr);
+        }
+    }
+    use futures::{StreamExt, TryStreamExt};
+    let values: Vec<Vec<String>> = futures::stream::iter(&tables)
+        .map(|(table, exprs)| row(ctx, format!("SELECT {} FROM {table}", exprs.join(", "))))
+        .buffered(2)
+        .try_collect()
+        .await?;
+    let value = |(table, expr): &Side| -> String {
+        let Some(table) = table else { return expr.to_string() };
+        let i = tables.iter().position(|(t, _)| t == table).unwrap_or_default();
+        let j = tables[i].1.iter().position(|e| e == expr).unwrap_or_default();
+        values[i].get(j).cloned().unwrap_or_default()
+    };
     let mut out = Vec::with_capacity(CHECKS.len());
     for (name, silver, gold) in CHECKS {
-        let check = Check {
-            name: name.to_string(),
-            expected: scalar(ctx, silver).await?,
-            actual: scalar(ctx, gold).await?,
-        };
+        let check = Check { name: name.to_string(), expected: value(silver), actual: value(gold) };
         if !check.ok() {
             return Err(Error::Internal(format!(
                 "reconciliation failed: {}: silver says {}, gold says {}",
@@ -97,9 +131,92 @@ pub async fn reconcile(ctx: &SessionContext, lake: &Lake) -> Result<Vec<Check>> 
     Ok(out)
 }
 
-async fn scalar(ctx: &SessionContext, sql: &str) -> Result<String> {
-    let batches = ctx.sql(sql).await?.collect().await?;
-    let Some(b) = batches.first() else { return Ok(String::new()) };
-    let c = cast(b.column(0), &DataType::Utf8)?;
-    Ok(c.as_string::<i32>().iter().next().flatten().unwrap_or("").to_string())
+/// The first row of `sql`'s result, every column as text (empty when null).
+async fn row(ctx: &SessionContext, sql: String) -> Result<Vec<String>> {
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else { return Ok(Vec::new()) };
+    b.columns()
+        .iter()
+        .map(|c| {
+            let c = cast(c, &DataType::Utf8)?;
+            Ok(c.as_string::<i32>().iter().next().flatten().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Registers the rows of `sql` in `ctx` as `name`.
+    async fn table(ctx: &SessionContext, name: &str, sql: &str) {
+        let df = ctx.sql(sql).await.unwrap();
+        ctx.register_table(name, df.into_view()).unwrap();
+    }
+
+    async fn tables(ctx: &SessionContext, gold_tokens: i64) {
+        table(
+            ctx,
+            "silver_usage_events",
+            "SELECT * FROM (VALUES (CAST(1.5 AS DECIMAL(18, 6)), 10, 'genai'), (CAST(2.25 AS DECIMAL(18, 6)), 5, 'compute'))
+             AS t(cost_usd, genai_tokens, service)",
+        )
+        .await;
+        table(
+            ctx,
+            "gold_org_daily_usage_by_service",
+            "SELECT * FROM (VALUES (CAST(3.75 AS DECIMAL(18, 6)), 15, 2)) AS t(cost_usd, genai_tokens, events)",
+        )
+        .await;
+        table(
+            ctx,
+            "gold_genai_tokens_by_org_date",
+            &format!("SELECT * FROM (VALUES ({gold_tokens})) AS t(total_tokens)"),
+        )
+        .await;
+        table(ctx, "silver_support_tickets", "SELECT * FROM (VALUES (1), (2), (3)) AS t(id)").await;
+        table(ctx, "gold_tickets_by_org_date", "SELECT * FROM (VALUES (1), (2)) AS t(tickets)").await;
+        table(
+            ctx,
+            "silver_billing_monthly",
+            "SELECT * FROM (VALUES (CAST(7 AS DECIMAL(18, 6)))) AS t(revenue_usd)",
+        )
+        .await;
+        table(
+            ctx,
+            "gold_revenue_by_org_month",
+            "SELECT * FROM (VALUES (CAST(7 AS DECIMAL(18, 6)), CAST(8 AS DECIMAL(18, 6)), CAST(2 AS DECIMAL(18, 6)), CAST(1 AS DECIMAL(18, 6))))
+             AS t(revenue_usd, subtotal_usd, credits_usd, taxes_usd)",
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn checks_compare_their_own_aggregates_and_a_disagreement_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::new(dir.path()).unwrap();
+        let ctx = SessionContext::new();
+        tables(&ctx, 10).await;
+        let checks = reconcile(&ctx, &lake).await.unwrap();
+        let found: Vec<(&str, &str)> =
+            checks.iter().map(|c| (c.expected.as_str(), c.actual.as_str())).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("3.750000", "3.750000"),
+                ("15", "15"),
+                ("10", "10"),
+                ("2", "2"),
+                ("3", "3"),
+                ("7.000000", "7.000000"),
+                ("0", "0"),
+            ]
+        );
+
+        // Gold's GenAI tokens disagree with silver's genai events (10): one clear sentence.
+        let ctx = SessionContext::new();
+        tables(&ctx, 11).await;
+        let e = reconcile(&ctx, &lake).await.unwrap_err().to_string();
+        assert!(e.contains("total_tokens") && e.contains("silver says 10, gold says 11"), "{e}");
+    }
 }

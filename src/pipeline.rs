@@ -274,11 +274,25 @@ pub async fn rebuild_event_tables(
 ) -> Result<(SilverMetrics, Vec<gold::GoldMetrics>)> {
     stream::mark_rebuild_pending(lake)?;
     let covers = Txn::covering(stream::committed_batches(lake).await?);
-    let (m, _) = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref()).await?;
-    check_silver(&m)?;
-    let gold = gold::build(ctx, lake, covers.as_ref()).await?;
+    let built = if crate::cluster::of(ctx).is_none() {
+        // Locally the event marts are made from each bucket of daily rows as it is written
+        // (beside the scoring of the next), rather than read back from the daily table after.
+        let derive =
+            |daily, mode| gold::build_event_marts_of(ctx.clone(), lake.clone(), daily, mode, covers.clone());
+        let (m, _, buckets) =
+            silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), derive).await?;
+        check_silver(&m)?;
+        let others =
+            gold::build_marts(ctx, lake, covers.as_ref(), |mart| mart.scope != gold::Scope::Events).await?;
+        (m, gold::in_build_order(buckets.into_iter().flatten().chain(others)))
+    } else {
+        let nothing = |_, _| std::future::ready(Ok(()));
+        let (m, _, _) = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), nothing).await?;
+        check_silver(&m)?;
+        (m, gold::build(ctx, lake, covers.as_ref()).await?)
+    };
     stream::mark_rebuilt(lake, &StreamSource::Files).await?;
-    Ok((m, gold))
+    Ok(built)
 }
 
 fn check_silver(m: &SilverMetrics) -> Result<()> {

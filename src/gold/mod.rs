@@ -10,7 +10,9 @@
 //! | [`org_health`] | org_id | always |
 //!
 //! [`build`] recomputes and overwrites every mart (a first run, or when a master, billing,
-//! tickets or a setting changed). Usage events reach gold one micro-batch at a time
+//! tickets or a setting changed). A local rebuild makes the event marts a bucket of daily rows at a time
+//! instead, as the daily table is written ([`build_event_marts_of`]), and the others with
+//! [`build_marts`]. Usage events reach gold one micro-batch at a time
 //! ([`crate::stream`]): [`merge_event_marts`] takes the daily rows the batch changed — its (org,
 //! date, service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them
 //! into the event marts on their grain (or, when they are a quarter of the daily table or more,
@@ -111,6 +113,23 @@ impl GoldMetrics {
     }
 }
 
+/// One figure per mart, in build order, from the figures of the parts it was built in (the
+/// buckets of a rebuild): rows and milliseconds add up.
+pub fn in_build_order(parts: impl IntoIterator<Item = GoldMetrics>) -> Vec<GoldMetrics> {
+    let mut out: Vec<GoldMetrics> = Vec::new();
+    for part in parts {
+        match out.iter_mut().find(|m| m.mart == part.mart) {
+            Some(m) => {
+                m.computed += part.computed;
+                m.millis += part.millis;
+            }
+            None => out.push(part),
+        }
+    }
+    out.sort_by_key(|m| MARTS.iter().position(|mart| mart.name == m.mart));
+    out
+}
+
 /// Relation holding the affected daily rows of a micro-batch.
 const AFFECTED: &str = "gold_affected_daily";
 
@@ -119,8 +138,56 @@ const AFFECTED: &str = "gold_affected_daily";
 /// from its query into its files; on a cluster they are collected from it, then written. Two marts
 /// are built at a time (they only read silver), since one leaves a core idle.
 pub async fn build(ctx: &SessionContext, lake: &Lake, txn: Option<&Txn>) -> Result<Vec<GoldMetrics>> {
+    build_marts(ctx, lake, txn, |_| true).await
+}
+
+/// [`build`] for the marts `keep` keeps (in build order).
+pub async fn build_marts(
+    ctx: &SessionContext,
+    lake: &Lake,
+    txn: Option<&Txn>,
+    keep: impl Fn(&Mart) -> bool,
+) -> Result<Vec<GoldMetrics>> {
     use futures::{StreamExt, TryStreamExt};
-    futures::stream::iter(MARTS).map(|mart| build_one(ctx, lake, mart, txn)).buffered(2).try_collect().await
+    futures::stream::iter(MARTS.iter().filter(|m| keep(m)))
+        .map(|mart| build_one(ctx, lake, mart, txn))
+        .buffered(2)
+        .try_collect()
+        .await
+}
+
+/// The event marts' rows for a bucket of `silver_usage_daily`'s rows (every event mart is
+/// derived from the daily rows row by row, so a bucket's mart rows are the rows it contributes
+/// to a build over the whole table), written with `mode` (a rebuild's first bucket replaces the
+/// marts, the others add to them), each commit recording `txn`. The marts are computed and
+/// written concurrently; each write ends before this returns, even after an error.
+pub async fn build_event_marts_of(
+    ctx: SessionContext,
+    lake: Lake,
+    daily: RecordBatch,
+    mode: SaveMode,
+    txn: Option<Txn>,
+) -> Result<Vec<GoldMetrics>> {
+    static BUCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let relation =
+        format!("__gold_daily_bucket_{}", BUCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    register_batches(&ctx, &relation, daily.schema(), vec![daily])?;
+    let marts = MARTS.iter().filter(|m| m.scope == Scope::Events).map(|mart| async {
+        let started = Instant::now();
+        let (schema, batches) = collect(ctx.sql(&(mart.sql)(&relation)).await?).await?;
+        let computed = batches.iter().map(|b| b.num_rows() as u64).sum();
+        lake.save(Layer::Gold, mart.name, batches, schema, mart.partitions, mode, txn.as_ref()).await?;
+        Ok(GoldMetrics {
+            mart: mart.name.to_string(),
+            refresh: "full".into(),
+            computed,
+            millis: started.elapsed().as_millis() as u64,
+            ..Default::default()
+        })
+    });
+    let built = futures::future::join_all(marts).await;
+    let _ = ctx.deregister_table(&relation)?;
+    built.into_iter().collect()
 }
 
 async fn build_one(ctx: &SessionContext, lake: &Lake, mart: &Mart, txn: Option<&Txn>) -> Result<GoldMetrics> {

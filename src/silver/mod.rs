@@ -184,7 +184,8 @@ pub async fn build(
     settings: &SilverSettings,
 ) -> Result<(Vec<SilverMetrics>, DailyMetrics)> {
     let mut all = build_masters(ctx, lake, meta, settings).await?;
-    let (events, daily) = rebuild_events(ctx, lake, meta, settings, None).await?;
+    let (events, daily, _) =
+        rebuild_events(ctx, lake, meta, settings, None, |_, _| std::future::ready(Ok(()))).await?;
     all.push(events);
     Ok((all, daily))
 }
@@ -210,43 +211,63 @@ pub async fn build_masters(
 /// [`usage_daily::DailySeries`]); this is for when what they were enriched with changed (a
 /// master, a rule, a threshold).
 /// Each overwrite records `txn` when given (the stream batches the rebuild covers).
-pub async fn rebuild_events(
+///
+/// `derive` makes the tables derived row by row from the daily rows (the event marts), a bucket
+/// of daily rows at a time beside the bucket's own write: given the bucket and the mode (the
+/// first replaces, the others add; with no daily row at all, an empty bucket replaces). Returns
+/// what each call returned, in order.
+pub async fn rebuild_events<T, F, Fut>(
     ctx: &SessionContext,
     lake: &Lake,
     meta: &IngestMeta,
     settings: &SilverSettings,
     txn: Option<&crate::lake::Txn>,
-) -> Result<(SilverMetrics, DailyMetrics)> {
+    derive: F,
+) -> Result<(SilverMetrics, DailyMetrics, Vec<T>)>
+where
+    T: Send + 'static,
+    F: Fn(RecordBatch, SaveMode) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
     let span = tracing::info_span!("stage", stage = "silver", table = usage_events::TABLE.name);
     let (events, mut scoring) = rebuild_event_rows(ctx, lake, meta, settings, txn).instrument(span).await?;
     // Scored a bucket of orgs at a time, each bucket written as it comes (the first replaces
-    // the table, each commit records `txn`); gold then reads the table from the lake. A bucket is
-    // written on a task of its own while the next one is scored; each write ends before the next
-    // one starts, and before an error returns (no write outlives the rebuild).
+    // the table, each commit records `txn`) with what `derive` makes of it. A bucket is written
+    // on a task of its own while the next one is scored; each write ends before the next one
+    // starts, and before an error returns (no write outlives the rebuild).
     let schema = scoring.schema();
     let mut m = DailyMetrics::default();
     let mut mode = SaveMode::Overwrite;
-    let mut writing: Option<tokio::task::JoinHandle<Result<()>>> = None;
+    let mut derived = Vec::new();
+    let mut writing: Option<tokio::task::JoinHandle<Result<T>>> = None;
+    let write = |bucket: RecordBatch, mode: SaveMode| {
+        let also = derive(bucket.clone(), mode);
+        let (lake, schema, txn) = (lake.clone(), schema.clone(), txn.cloned());
+        tokio::spawn(async move {
+            let daily =
+                lake.save(Layer::Silver, "usage_daily", vec![bucket], schema, &[], mode, txn.as_ref());
+            let (daily, also) = futures::future::join(daily, also).await;
+            daily?;
+            also
+        })
+    };
     loop {
         let next = scoring.next_bucket();
         if let Some(task) = writing.take() {
-            task.await.map_err(|e| Error::task("the daily write task", e))??;
+            derived.push(task.await.map_err(|e| Error::task("the daily write task", e))??);
         }
         let Some(bucket) = next? else { break };
-        let bucket = vec![bucket];
-        m.absorb(&daily_metrics(&bucket));
-        let (lake, schema, txn) = (lake.clone(), schema.clone(), txn.cloned());
-        writing = Some(tokio::spawn(async move {
-            lake.save(Layer::Silver, "usage_daily", bucket, schema, &[], mode, txn.as_ref()).await.map(|_| ())
-        }));
+        m.absorb(&daily_metrics(std::slice::from_ref(&bucket)));
+        writing = Some(write(bucket, mode));
         mode = SaveMode::Append;
     }
     if mode == SaveMode::Overwrite {
-        // No daily row: the table is replaced by an empty one.
-        lake.save(Layer::Silver, "usage_daily", vec![], schema, &[], mode, txn).await?;
+        // No daily row: the table (and what derives from it) is replaced by an empty one.
+        let task = write(RecordBatch::new_empty(schema.clone()), mode);
+        derived.push(task.await.map_err(|e| Error::task("the daily write task", e))??);
     }
     lake.register(ctx, Layer::Silver, "usage_daily").await?;
-    Ok((events, m))
+    Ok((events, m, derived))
 }
 
 /// Bronze events conformed per chunk of event dates, each chunk bounded by [`CHUNK_EVENTS`]:

@@ -10,14 +10,15 @@
 //! | [`org_health`] | org_id | always |
 //!
 //! [`build`] recomputes and overwrites every mart (a first run, or when a master, billing,
-//! tickets or a setting changed). A local rebuild makes the event marts a bucket of daily rows at a time
-//! instead, as the daily table is written ([`build_event_marts_of`]), and the others with
-//! [`build_marts`]. Usage events reach gold one micro-batch at a time
-//! ([`crate::stream`]): [`merge_event_marts`] takes the daily rows the batch changed — its (org,
-//! date, service) keys plus the days whose trailing anomaly baseline they feed — and MERGEs them
-//! into the event marts on their grain (or, when they are a quarter of the daily table or more,
+//! tickets or a setting changed). A local rebuild makes the event marts a bucket of daily rows
+//! at a time instead, as the daily table is written ([`build_event_marts_of`]), and the others
+//! with [`build_marts`]. Usage events reach gold one micro-batch at a time ([`crate::stream`]):
+//! [`merge_event_marts`] takes the daily rows the batch changed — its (org, date, service) keys
+//! plus the days whose trailing anomaly baseline they feed — and MERGEs them into the event marts
+//! on their grain (or, when they are a quarter of the daily table or more,
 //! [`rebuild_event_marts`] rewrites the event marts from the whole table), then
-//! [`rebuild_always`] rebuilds `org_health` (one row per org); batch marts are left as they are. The result equals a full rebuild (tested). [`reconcile`] checks the totals.
+//! [`rebuild_always`] rebuilds `org_health` (one row per org); batch marts are left as they are.
+//! The result equals a full rebuild (tested). [`reconcile`] checks the totals.
 
 pub mod cost_anomaly_mart;
 pub mod genai_tokens_by_org_date;

@@ -136,7 +136,7 @@ impl Settings {
             landing: landing.or(file.landing).unwrap_or_else(|| DEFAULT_LANDING.into()),
             lake: lake.or(file.lake).unwrap_or_else(|| DEFAULT_LAKE.into()),
             batch_bytes: batch_mb * 1024 * 1024,
-            silver: SilverSettings { rule_actions: file.rules, anomaly },
+            silver: SilverSettings { rule_actions: file.rules, anomaly, ..Default::default() },
             full_refresh: false,
             cassandra: file.cassandra,
             api: file.api.unwrap_or_default(),

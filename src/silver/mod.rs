@@ -81,6 +81,11 @@ pub struct SilverSettings {
     pub rule_actions: BTreeMap<String, Action>,
     /// Anomaly thresholds.
     pub anomaly: AnomalyConfig,
+    /// Events per chunk when `silver_usage_events` is rebuilt from bronze (default
+    /// [`CHUNK_EVENTS`]): the memory a rebuild holds against its speed. Tests set it low to
+    /// rebuild small data in many chunks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuild_chunk_events: Option<i64>,
 }
 
 /// What silver did for one table.
@@ -276,7 +281,7 @@ where
 /// this bounds the scoring too). Measured at scale 100 (release, 2 cores, alternating; README
 /// "By scale"): 0.51-0.56 GB through the rebuild and its gold against 0.61-0.69 GB with chunks
 /// of 400,000 events (five dates), for 0.5-1 s more.
-const CHUNK_EVENTS: i64 = 216_000;
+pub const CHUNK_EVENTS: i64 = 216_000;
 
 /// `silver_usage_events` rebuilt from all of `bronze_usage_events`, a chunk of event dates at a
 /// time (conformance is row by row, joined with the masters, so a chunk's rows are the rows it
@@ -297,7 +302,8 @@ async fn rebuild_event_rows(
     let started = Instant::now();
     let table = &usage_events::TABLE;
     let bronze = format!("bronze_{}", table.bronze);
-    let (chunks, bronze_rows) = date_chunks(ctx, &bronze).await?;
+    let chunk_events = settings.rebuild_chunk_events.unwrap_or(CHUNK_EVENTS);
+    let (chunks, bronze_rows) = date_chunks(ctx, &bronze, chunk_events).await?;
     let mut m = SilverMetrics { table: table.name.to_string(), bronze_rows, ..Default::default() };
     let provider = ctx.table_provider(bronze.as_str()).await?;
     let _ = ctx.deregister_table(ALL)?;
@@ -428,10 +434,10 @@ async fn chunk_features(
     Ok(())
 }
 
-/// SQL predicates over `event_date` that split `bronze` into chunks of at most
-/// [`CHUNK_EVENTS`] rows (a single date may exceed it), the last one also taking rows without a
+/// SQL predicates over `event_date` that split `bronze` into chunks of at most `chunk_events`
+/// rows (a single date may exceed it), the last one also taking rows without a
 /// date (at least one chunk); and the table's row count.
-async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<(Vec<String>, u64)> {
+async fn date_chunks(ctx: &SessionContext, bronze: &str, chunk_events: i64) -> Result<(Vec<String>, u64)> {
     use datafusion::arrow::datatypes::Int64Type;
     let batches = ctx
         .sql(&format!("SELECT CAST(event_date AS VARCHAR), count(*) FROM {bronze} GROUP BY 1 ORDER BY 1"))
@@ -449,7 +455,7 @@ async fn date_chunks(ctx: &SessionContext, bronze: &str) -> Result<(Vec<String>,
             if dates.is_null(i) {
                 continue; // rows without a date go with the last chunk
             }
-            if rows + counts.value(i) > CHUNK_EVENTS && chunks.last().is_some_and(|c| !c.is_empty()) {
+            if rows + counts.value(i) > chunk_events && chunks.last().is_some_and(|c| !c.is_empty()) {
                 chunks.push(vec![]);
                 rows = 0;
             }

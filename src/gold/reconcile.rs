@@ -13,6 +13,7 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
+use indexmap::{IndexMap, IndexSet};
 use serde::{Deserialize, Serialize};
 
 use crate::lake::{Lake, Layer};
@@ -91,31 +92,24 @@ pub async fn reconcile(ctx: &SessionContext, lake: &Lake) -> Result<Vec<Check>> 
         lake.register(ctx, Layer::Gold, mart.name).await?;
     }
     // Per table, its aggregates (each once), then one query per table, two at a time.
-    let mut tables: Vec<(&str, Vec<&str>)> = Vec::new();
+    let mut tables: IndexMap<&str, IndexSet<&str>> = IndexMap::new();
     for (table, expr) in CHECKS.iter().flat_map(|(_, silver, gold)| [silver, gold]) {
-        let Some(table) = table else { continue };
-        let i = match tables.iter().position(|(t, _)| t == table) {
-            Some(i) => i,
-            None => {
-                tables.push((table, Vec::new()));
-                tables.len() - 1
-            }
-        };
-        if !tables[i].1.contains(expr) {
-            tables[i].1.push(expr);
+        if let Some(table) = table {
+            tables.entry(table).or_default().insert(expr);
         }
     }
     use futures::{StreamExt, TryStreamExt};
     let values: Vec<Vec<String>> = futures::stream::iter(&tables)
-        .map(|(table, exprs)| row(ctx, format!("SELECT {} FROM {table}", exprs.join(", "))))
+        .map(|(table, exprs)| {
+            row(ctx, format!("SELECT {} FROM {table}", exprs.iter().copied().collect::<Vec<_>>().join(", ")))
+        })
         .buffered(2)
         .try_collect()
         .await?;
     let value = |(table, expr): &Side| -> String {
         let Some(table) = table else { return expr.to_string() };
-        let i = tables.iter().position(|(t, _)| t == table).unwrap_or_default();
-        let j = tables[i].1.iter().position(|e| e == expr).unwrap_or_default();
-        values[i].get(j).cloned().unwrap_or_default()
+        let found = tables.get_full(table).and_then(|(i, _, exprs)| values[i].get(exprs.get_index_of(expr)?));
+        found.cloned().unwrap_or_default()
     };
     let mut out = Vec::with_capacity(CHECKS.len());
     for (name, silver, gold) in CHECKS {

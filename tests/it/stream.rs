@@ -315,34 +315,38 @@ fn spawn_stream(landing: &Path, lake: &Path, config: &Path, once: bool, log: &Pa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
-    // 40 files (14,400 events, some duplicated by a replayed file) in ~1 MB batches; the stream
-    // process is killed with SIGKILL at random instants (reading, writing bronze, silver, gold,
-    // or the checkpoint), restarted each time, then run to the end.
+    // 40 files or more (14,400 events and up, some duplicated by a replayed file) in ~1 MB
+    // batches; the stream process is killed with SIGKILL at random instants (reading, writing
+    // bronze, silver, gold, or the checkpoint), restarted each time, then run to the end.
     let root = tempfile::tempdir().unwrap();
     let landing = root.path().join("landing");
     landing_with_events(&landing, 0);
     let lake = root.path().join("lake");
     run(&landing, &lake).await.unwrap();
+    // The lake before any stream, from which the reference is made at the end.
+    let base = root.path().join("base");
+    copy_dir(&lake, &base);
     let ev = landing.join("usage_events_stream");
     let mut files: Vec<PathBuf> = std::fs::read_dir(real_landing().join("usage_events_stream"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    for f in files.iter().take(40) {
-        std::fs::copy(f, ev.join(f.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(&files[3], ev.join("replay_of_0003.jsonl")).unwrap();
+    let mut delivered = 0;
+    let mut deliver = |n: usize| {
+        for f in files.iter().skip(delivered).take(n) {
+            std::fs::copy(f, ev.join(f.file_name().unwrap())).unwrap();
+            delivered += 1;
+        }
+        delivered
+    };
+    deliver(40);
+    std::fs::copy(ev.join("events_part_0003.jsonl"), ev.join("replay_of_0003.jsonl")).unwrap();
     std::fs::write(ev.join("zz_malformed.jsonl"), "{not json\n").unwrap();
     let config = root.path().join("cloudlake.toml");
     std::fs::write(&config, "batch_mb = 1\n[stream]\nfile_settle = \"0s\"\ntrigger = \"100ms\"\n").unwrap();
 
-    // Reference: one uninterrupted process.
-    let reference = root.path().join("reference");
-    copy_dir(&lake, &reference);
     let log = root.path().join("stream.log");
-    assert!(spawn_stream(&landing, &reference, &config, true, &log).wait().unwrap().success());
-
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut rand = |lo: u64, hi: u64| {
         seed ^= seed << 13;
@@ -354,13 +358,17 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     let started = Instant::now();
     // At least 24 kills, and more (up to 80) until some landed in each window the test is about:
     // after a bronze commit, and before a gold step (random instants on a loaded machine can miss
-    // one in 24).
+    // one in 24). Once the stream has caught up a kill can land in neither, so each extra process
+    // is first given three more files (about one batch), while the real landing has some.
     let covered = |log: &Path| {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         text.contains("Finishing a micro-batch interrupted after its bronze commit")
             && text.contains("Bringing gold up to date with batches a stop interrupted")
     };
     while kills < 24 || (kills < 80 && !covered(&log)) {
+        if kills >= 24 {
+            deliver(3);
+        }
         let mut child = spawn_stream(&landing, &lake, &config, false, &log);
         std::thread::sleep(Duration::from_millis(rand(150, 2500)));
         if child.try_wait().unwrap().is_none() {
@@ -369,10 +377,16 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
         }
         child.wait().unwrap();
     }
+    let delivered = deliver(0) as i64;
     let last = spawn_stream(&landing, &lake, &config, true, &log).wait().unwrap();
     let log_text = std::fs::read_to_string(&log).unwrap();
     let tail = &log_text[log_text.len().saturating_sub(3000)..];
     assert!(last.success(), "the last stream process failed; log tail:\n{tail}");
+    // Reference: one uninterrupted process over the same files.
+    let reference = root.path().join("reference");
+    copy_dir(&base, &reference);
+    let reference_log = root.path().join("reference.log");
+    assert!(spawn_stream(&landing, &reference, &config, true, &reference_log).wait().unwrap().success());
     // Some kills landed between a batch's bronze commit and its silver one, and the next
     // process finished that batch (each downstream table skipping it if already applied).
     let log = std::fs::read_to_string(&log).unwrap();
@@ -381,15 +395,19 @@ async fn sigkill_at_random_instants_loses_and_duplicates_nothing() {
     // step: kills landed before it, and the next process brought gold up to date from silver.
     let caught_up = log.matches("Bringing gold up to date with batches a stop interrupted").count();
     eprintln!(
-        "{kills} SIGKILLs in {:?}; {finished} batches finished, {caught_up} gold steps caught up after a kill",
+        "{kills} SIGKILLs in {:?} over {delivered} files; {finished} batches finished, {caught_up} gold steps caught up after a kill",
         started.elapsed()
     );
     assert!(finished >= 1, "no kill landed after a bronze commit; log:\n{log}");
     assert!(caught_up >= 1, "no kill landed before a gold step; log:\n{log}");
 
     let count = |lake: PathBuf, q: &'static str| async move { sql_i64(&lake, q).await };
-    assert_eq!(count(lake.clone(), "SELECT count(*) FROM bronze_usage_events").await, 14_400);
-    assert_eq!(count(lake.clone(), "SELECT count(DISTINCT event_id) FROM bronze_usage_events").await, 14_400);
+    // Each real file holds 360 distinct events; the replayed file adds none.
+    assert_eq!(count(lake.clone(), "SELECT count(*) FROM bronze_usage_events").await, 360 * delivered);
+    assert_eq!(
+        count(lake.clone(), "SELECT count(DISTINCT event_id) FROM bronze_usage_events").await,
+        360 * delivered
+    );
     assert_eq!(
         count(lake.clone(), "SELECT count(*) FROM silver_usage_events").await,
         count(reference.clone(), "SELECT count(*) FROM silver_usage_events").await

@@ -8,9 +8,9 @@
 //! `$CARGO_TARGET_DIR/bench/pipeline.json` for comparison across commits.
 //!
 //! `CLOUDLAKE_BENCH_SCALES=1,10,100` measures scales instead: for each N, `cloudlake generate
-//! --scale N` (timed, so the generator's MB/s is reported too), then one cold `run` of it
-//! (`CLOUDLAKE_BENCH_RUNS` runs for scales under 10), printed as one table: events, wall time,
-//! events/s and peak memory per scale. `CLOUDLAKE_BENCH_BIN` runs another cloudlake binary
+//! --scale N` (timed, so the generator's MB/s is reported too), then `CLOUDLAKE_BENCH_RUNS`
+//! cold `run`s of it (default 3, each into a lake of its own), printed as one table: events,
+//! median wall and CPU time, events/s at the median, and the highest peak memory per scale. `CLOUDLAKE_BENCH_BIN` runs another cloudlake binary
 //! (an earlier build, to compare).
 
 use std::path::{Path, PathBuf};
@@ -175,6 +175,10 @@ fn by_scale(scales: &[u32]) {
     let scratch = tempfile::tempdir().expect("tempdir");
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
+        "cloudlake run by scale: the median of {} cold runs each (wall, CPU), the highest peak",
+        runs.max(1)
+    );
+    println!(
         "{:>6} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12}",
         "scale", "events", "JSONL MB", "gen MB/s", "run s", "CPU s", "events/s", "peak RSS MB"
     );
@@ -193,7 +197,8 @@ fn by_scale(scales: &[u32]) {
         assert!(status.success(), "cloudlake generate failed");
         let events = count_events(&landing);
         let jsonl = bytes_under(&landing.join("usage_events_stream"));
-        let n = if scale < 10 { runs.max(1) } else { 1 };
+        // Every scale is run several times: one run on this machine swings by 10 % or more.
+        let n = runs.max(1);
         let samples: Vec<Sample> = (0..n)
             .map(|i| {
                 let lake = scratch.path().join(format!("lake{scale}_{i}"));

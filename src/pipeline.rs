@@ -222,8 +222,8 @@ async fn run_as(
     progress.start("gold reconciliation");
     let fresh = lake::session();
     lake.register_all(&fresh).await?;
-    let daily = daily_summary(&fresh).await?;
-    let reconciliation = gold::reconcile::reconcile(&fresh, &lake).await?;
+    let (daily, reconciliation) =
+        futures::future::try_join(daily_summary(&fresh), gold::reconcile::reconcile(&fresh, &lake)).await?;
     progress.done();
     stages.push(StageTiming { stage: "gold".into(), millis: gold_started.elapsed().as_millis() as u64 });
 
@@ -279,12 +279,18 @@ pub async fn rebuild_event_tables(
         // (beside the scoring of the next), rather than read back from the daily table after.
         let derive =
             |daily, mode| gold::build_event_marts_of(ctx.clone(), lake.clone(), daily, mode, covers.clone());
-        let (m, _, buckets) =
-            silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), derive).await?;
+        // The batch marts read only batch sources' silver tables: they are built beside the
+        // events (filling a core the chunks' tails leave idle) rather than after them.
+        let events = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), derive);
+        let batch = gold::build_marts(ctx, lake, covers.as_ref(), |mart| mart.scope == gold::Scope::Batch);
+        // Both end before an error returns: no write outlives the rebuild.
+        let (events, batch) = futures::future::join(events, batch).await;
+        let (m, _, buckets) = events?;
+        let batch = batch?;
         check_silver(&m)?;
-        let others =
-            gold::build_marts(ctx, lake, covers.as_ref(), |mart| mart.scope != gold::Scope::Events).await?;
-        (m, gold::in_build_order(buckets.into_iter().flatten().chain(others)))
+        let always =
+            gold::build_marts(ctx, lake, covers.as_ref(), |mart| mart.scope == gold::Scope::Always).await?;
+        (m, gold::in_build_order(buckets.into_iter().flatten().chain(batch).chain(always)))
     } else {
         let nothing = |_, _| std::future::ready(Ok(()));
         let (m, _, _) = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), nothing).await?;

@@ -48,9 +48,11 @@ async fn print_sample_answers(settings: &cloudlake::config::Settings) -> anyhow:
     println!(
         "\nDashboard queries (org {org}, the highest 30-day cost; `cloudlake query NAME --help` for more):"
     );
-    for name in QueryName::ALL {
-        let params = QueryParams { org: Some(org.clone()), top: Some(3), ..Default::default() };
-        let batches = lake::query(&lake_, name, &params).await?;
+    // The queries run together (each opens its own marts), and print in order.
+    let params = QueryParams { org: Some(org.clone()), top: Some(3), ..Default::default() };
+    let answers =
+        futures::future::try_join_all(QueryName::ALL.map(|name| lake::query(&lake_, name, &params))).await?;
+    for (name, batches) in QueryName::ALL.into_iter().zip(answers) {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         // The latest three rows: most queries are ordered by date.
         println!("\n{} ({} rows{})", name.as_str(), rows, if rows > 3 { ", latest 3" } else { "" });

@@ -10,8 +10,8 @@
 //! `CLOUDLAKE_BENCH_SCALES=1,10,100` measures scales instead: for each N, `cloudlake generate
 //! --scale N` (timed, so the generator's MB/s is reported too), then `CLOUDLAKE_BENCH_RUNS`
 //! cold `run`s of it (default 3, each into a lake of its own), printed as one table: events,
-//! median wall and CPU time, events/s at the median, and the highest peak memory per scale. `CLOUDLAKE_BENCH_BIN` runs another cloudlake binary
-//! (an earlier build, to compare).
+//! median wall and CPU time, events/s at the median, and the highest peak memory per scale.
+//! `CLOUDLAKE_BENCH_BIN` runs another cloudlake binary (an earlier build, to compare).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

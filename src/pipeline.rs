@@ -280,7 +280,7 @@ pub async fn rebuild_event_tables(
         let derive =
             |daily, mode| gold::build_event_marts_of(ctx.clone(), lake.clone(), daily, mode, covers.clone());
         // The batch marts read only batch sources' silver tables: they are built beside the
-        // events (filling a core the chunks' tails leave idle) rather than after them.
+        // events rather than after them, in the run's last seconds.
         let events = silver::rebuild_events(ctx, lake, meta, settings, covers.as_ref(), derive);
         let batch = gold::build_marts(ctx, lake, covers.as_ref(), |mart| mart.scope == gold::Scope::Batch);
         // Both end before an error returns: no write outlives the rebuild.
